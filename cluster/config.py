@@ -1,0 +1,94 @@
+"""The one settings object of Classifly (env prefix ``CLASSIFLY_``), read once at the edge and passed down."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pipelines.zips import ZipLimits
+
+GiB = 2**30
+MiB = 2**20
+
+
+class Settings(BaseSettings):
+    """Everything an operator may configure; defaults give a working single-machine platform."""
+
+    model_config = SettingsConfigDict(env_prefix="CLASSIFLY_", env_file=".env", extra="ignore", frozen=True)
+
+    environment: Literal["dev", "test", "production"] = "dev"
+    data_dir: Path = Path("./classifly-data")
+    blob_uri: str = Field("", description="Blob store: a local directory or an fsspec URI (s3://...). Default <data_dir>/blobs")
+    catalog_path: str = Field("", description="DuckDB file of the catalog. Default <data_dir>/catalog.duckdb")
+
+    ray_address: str = Field("", description="Ray cluster to join ('auto' for a running one); empty starts a local one")
+    ray_namespace: str = "classifly"
+    ray_num_cpus: int | None = None
+
+    host: str = "127.0.0.1"
+    api_port: int = 8000
+    ui_port: int = 8501
+    dashboard_port: int = 8265
+    public_api_url: str = Field("", description="URL people use to reach the API; default http://<host>:<api_port>")
+
+    allow_registration: bool = True
+    session_hours: float = 12.0
+    token_max_days: int = 366
+    ui_secret: str = Field("", description="Secret the UI uses to sign cookies; generated into the data dir when empty")
+
+    quota_bytes: int = 5 * GiB
+    max_upload_bytes: int = 4 * GiB
+    max_image_bytes: int = 50 * MiB
+    max_image_pixels: int = 100_000_000
+    max_zip_entries: int = 200_000
+    max_zip_ratio: float = 200.0
+    max_zip_uncompressed_bytes: int = 20 * GiB
+    import_batch_size: int = 2_500
+    import_parallelism: int = Field(0, description="Decode tasks running at once during an import; 0 = number of CPUs")
+
+    ingress_replicas: int = 1
+    ingress_cpus: float = 0.25
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute_data_dir(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production(self) -> Settings:
+        if self.environment == "production" and self.host not in ("127.0.0.1", "localhost") and not self.public_api_url:
+            raise ValueError("Set CLASSIFLY_PUBLIC_API_URL when exposing the platform beyond this machine.")
+        return self
+
+    @property
+    def blob_root(self) -> str:
+        return self.blob_uri or str(self.data_dir / "blobs")
+
+    @property
+    def catalog_file(self) -> str:
+        return self.catalog_path or str(self.data_dir / "catalog.duckdb")
+
+    @property
+    def api_url(self) -> str:
+        return self.public_api_url or f"http://{self.host}:{self.api_port}"
+
+    @property
+    def zip_limits(self) -> ZipLimits:
+        return ZipLimits(
+            max_entries=self.max_zip_entries,
+            max_total_uncompressed=self.max_zip_uncompressed_bytes,
+            max_entry_uncompressed=self.max_image_bytes,
+            max_ratio=self.max_zip_ratio,
+        )
+
+    def state_dir(self) -> Path:
+        """Where runtime files (pids, logs, generated secrets) live."""
+        return self.data_dir / "run"
+
+
+def get_settings(**overrides: object) -> Settings:
+    """Read settings from the environment (and .env); called once at each edge (CLI, app builder)."""
+    return Settings(**overrides)  # type: ignore[arg-type]

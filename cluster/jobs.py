@@ -1,0 +1,82 @@
+"""Background jobs on Ray: a detached launcher actor owns each job's driver task, which fans work out to tasks."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import ray
+
+from cluster.blobs import open_blob_store
+from cluster.catalog.actor import RayCatalog, get_catalog_actor
+from cluster.importer import ImportRequest, run_import
+
+JOBS_ACTOR = "classifly-jobs"
+
+
+def ray_map(parallelism: int) -> Callable[[Callable[[Any], Any], list[Any]], Iterator[Any]]:
+    """A mapper running `fn` over items as Ray tasks, at most `parallelism` at once, yielding as they finish."""
+
+    def mapper(fn: Callable[[Any], Any], items: list[Any]) -> Iterator[Any]:
+        remote_fn = ray.remote(num_cpus=1, max_retries=2)(fn)
+        queue = iter(items)
+        pending = [remote_fn.remote(item) for item in itertools.islice(queue, parallelism)]
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            for item in itertools.islice(queue, len(ready)):
+                pending.append(remote_fn.remote(item))
+            yield ray.get(ready[0])
+
+    return mapper
+
+
+def _import_driver(request: ImportRequest, namespace: str, parallelism: int) -> None:
+    catalog = RayCatalog(get_catalog_actor(namespace))
+    run_import(request, catalog, open_blob_store(request.blob_root), ray_map(parallelism))
+
+
+class JobsActor:
+    """Owns the driver task of every running job, so jobs outlive the API replica that started them."""
+
+    def __init__(self, namespace: str, parallelism: int):
+        self.namespace = namespace
+        self.parallelism = parallelism
+        self.running: dict[str, ray.ObjectRef] = {}
+        self.driver = ray.remote(num_cpus=0, max_retries=0)(_import_driver)
+
+    def submit_import(self, request: ImportRequest) -> None:
+        self._prune()
+        self.running[request.job_id] = self.driver.remote(request, self.namespace, self.parallelism)
+
+    def running_jobs(self) -> list[str]:
+        self._prune()
+        return list(self.running)
+
+    def _prune(self) -> None:
+        if not self.running:
+            return
+        done, _ = ray.wait(list(self.running.values()), num_returns=len(self.running), timeout=0)
+        finished = set(done)
+        self.running = {job: ref for job, ref in self.running.items() if ref not in finished}
+
+
+def start_jobs_actor(namespace: str, parallelism: int) -> ray.actor.ActorHandle:
+    """Get or start the detached jobs actor."""
+    handle = (
+        ray.remote(JobsActor)
+        .options(name=JOBS_ACTOR, namespace=namespace, lifetime="detached", get_if_exists=True, num_cpus=0)
+        .remote(namespace, parallelism)
+    )
+    ray.get(handle.running_jobs.remote())
+    return handle
+
+
+class RayJobLauncher:
+    """The API's way to start jobs on the cluster."""
+
+    def __init__(self, handle: ray.actor.ActorHandle):
+        self.handle = handle
+
+    def submit_import(self, request: ImportRequest) -> None:
+        ray.get(self.handle.submit_import.remote(request))

@@ -1,0 +1,57 @@
+"""What the API needs from the cluster, bundled: settings, the catalog, the blob store and a job launcher."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Protocol
+
+from cluster.blobs import BlobStore, open_blob_store
+from cluster.catalog.client import Catalog, LocalCatalog
+from cluster.config import Settings
+from cluster.importer import ImportRequest, run_import
+
+
+class JobLauncher(Protocol):
+    """Starts background work; returns at once (progress and results go to the catalog's job row)."""
+
+    def submit_import(self, request: ImportRequest) -> None: ...
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    catalog: Catalog
+    blobs: BlobStore
+    jobs: JobLauncher
+
+
+class ThreadJobLauncher:
+    """Runs jobs on a thread of this process: for component tests and single-process use."""
+
+    def __init__(self, catalog: Catalog, blobs: BlobStore):
+        self.catalog = catalog
+        self.blobs = blobs
+        self.threads: list[threading.Thread] = []
+
+    def submit_import(self, request: ImportRequest) -> None:
+        thread = threading.Thread(target=self._run, args=(request,), daemon=True, name=f"import-{request.job_id}")
+        self.threads.append(thread)
+        thread.start()
+
+    def _run(self, request: ImportRequest) -> None:
+        try:
+            run_import(request, self.catalog, self.blobs)
+        except Exception:  # noqa: S110 - the job row already carries the failure for the user
+            pass
+
+    def wait(self, timeout: float = 30.0) -> None:
+        for thread in self.threads:
+            thread.join(timeout)
+
+
+def local_services(settings: Settings) -> Services:
+    """Services in this process (catalog file opened here): for tests and tools, never next to a running platform."""
+    catalog = LocalCatalog(settings.catalog_file if settings.catalog_path != ":memory:" else ":memory:")
+    blobs = open_blob_store(settings.blob_root)
+    return Services(settings, catalog, blobs, ThreadJobLauncher(catalog, blobs))

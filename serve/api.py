@@ -1,0 +1,58 @@
+"""The FastAPI application of the REST API, built from services so tests and Serve replicas share it."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.responses import Response
+
+from cluster.services import Services
+from serve.problems import install_problem_handlers, problem_response
+from serve.routes import auth, datasets, health, images, models, tokens
+
+API_DESCRIPTION = """
+Turn folders of labelled pictures into image classifiers.
+
+1. `POST /v1/auth/register`, then `POST /v1/auth/login` → a session token; or create a long-lived
+   API token with `POST /v1/tokens`. Send it as `Authorization: Bearer <token>`.
+2. `POST /v1/models` → a model; `POST /v1/models/{id}/imports` with a zip of class folders.
+3. Follow the job at `GET /v1/jobs/{job_id}`; read the report and `GET /v1/models/{id}/dataset`.
+
+Errors are `application/problem+json` with a `code` and a `detail` that says what to do.
+"""
+
+
+class BodySizeLimit(BaseHTTPMiddleware):
+    """Refuse requests whose declared body is over the upload limit before reading them."""
+
+    def __init__(self, app, limit: int):
+        super().__init__(app)
+        self.limit = limit
+
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.limit:
+            return problem_response(
+                413, "too_large", "Upload too large",
+                f"This request is {int(declared) / 2**20:,.0f} MB; the limit is {self.limit / 2**20:,.0f} MB.",
+                request.url.path,
+            )
+        return await call_next(request)
+
+
+def create_api(services: Services) -> FastAPI:
+    """The whole /v1 API over the given services."""
+    app = FastAPI(
+        title="Classifly API",
+        version="1.0",
+        description=API_DESCRIPTION,
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+    )
+    app.state.services = services
+    install_problem_handlers(app)
+    app.add_middleware(BodySizeLimit, limit=services.settings.max_upload_bytes)
+    for module in (health, auth, tokens, models, images, datasets):
+        app.include_router(module.router, prefix="/v1")
+    app.include_router(datasets.jobs_router, prefix="/v1")
+    return app

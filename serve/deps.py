@@ -1,0 +1,63 @@
+"""FastAPI dependencies: the services, the current user (bearer token), and ownership-scoped lookups."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from cluster.catalog import users as catalog_users
+from cluster.catalog.users import TokenRecord, UserRecord
+from cluster.security import hash_token
+from cluster.services import Services
+from pipelines.errors import Forbidden, Unauthorized
+
+bearer = HTTPBearer(auto_error=False, description="A session token from /v1/auth/login or an API token.")
+
+
+def get_services(request: Request) -> Services:
+    return request.app.state.services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+@dataclass(frozen=True)
+class Principal:
+    user: UserRecord
+    token: TokenRecord
+
+    @property
+    def id(self) -> str:
+        return self.user.id
+
+
+async def get_principal(
+    services: ServicesDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> Principal:
+    if credentials is None or not credentials.credentials:
+        raise Unauthorized("Send your token as 'Authorization: Bearer <token>'. Get one from POST /v1/auth/login.")
+    secret = credentials.credentials.strip()
+    if len(secret) > 200 or not secret.isascii():
+        raise Unauthorized("This token is not valid. Sign in again or create a new API token.")
+    user, token = await services.catalog.call(catalog_users.authenticate_token, hash_token(secret))
+    return Principal(user, token)
+
+
+CurrentUser = Annotated[Principal, Depends(get_principal)]
+
+
+async def get_admin(principal: CurrentUser) -> Principal:
+    if not principal.user.is_admin:
+        raise Forbidden("This needs an administrator account.")
+    return principal
+
+
+AdminUser = Annotated[Principal, Depends(get_admin)]
+
+
+def quota_of(services: Services, user: UserRecord) -> int:
+    """The user's storage quota: their own if set, the platform default otherwise."""
+    return user.quota_bytes if user.quota_bytes is not None else services.settings.quota_bytes

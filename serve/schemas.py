@@ -1,0 +1,251 @@
+"""Request and response bodies of the REST API (the OpenAPI schema is generated from these)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_serializer
+
+
+class Public(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    @field_serializer("*", when_used="json")
+    def _utc(self, value: Any) -> Any:
+        # The catalog stores naive UTC; say so on the wire.
+        if isinstance(value, datetime) and value.tzinfo is None:
+            return value.replace(tzinfo=UTC).isoformat().replace("+00:00", "Z")
+        return value
+
+
+class RegisterIn(BaseModel):
+    username: str = Field(min_length=3, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$", examples=["alice"])
+    password: str = Field(min_length=8, max_length=72, examples=["correct horse battery"])
+
+
+class LoginIn(BaseModel):
+    username: str = Field(max_length=64)
+    password: str = Field(max_length=200)
+
+
+class UserPublic(Public):
+    id: str
+    username: str
+    is_admin: bool
+    created_at: datetime
+
+
+class SessionOut(Public):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_at: datetime
+    user: UserPublic
+
+
+class MeOut(UserPublic):
+    storage_used_bytes: int
+    storage_quota_bytes: int
+
+
+class TokenCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=100, examples=["my script"])
+    expires_in_days: int | None = Field(90, ge=1, le=3660, description="Days until it expires; null for the maximum")
+
+
+class TokenPublic(Public):
+    id: str
+    name: str
+    hint: str
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class TokenCreated(TokenPublic):
+    secret: str = Field(description="Shown only now. Store it somewhere safe.")
+
+
+class TokensPublic(Public):
+    data: list[TokenPublic]
+    count: int
+
+
+class ModelCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=200, examples=["Flowers"])
+    description: str = Field("", max_length=2000)
+    target_accuracy: float | None = Field(None, gt=0, le=1, description="e.g. 0.95; null = as good as possible")
+    time_budget_s: int = Field(600, ge=10, le=604800, description="Longest a training run may take, in seconds")
+
+
+class ModelUpdate(BaseModel):
+    name: str | None = Field(None, min_length=1, max_length=200)
+    description: str | None = Field(None, max_length=2000)
+    target_accuracy: float | None = Field(None, gt=0, le=1)
+    time_budget_s: int | None = Field(None, ge=10, le=604800)
+
+
+class ModelPublic(Public):
+    id: str
+    name: str
+    description: str
+    status: Literal["needs_data", "ready_to_train", "ready"]
+    target_accuracy: float | None
+    time_budget_s: int
+    active_version: int | None
+    num_classes: int
+    num_images: int
+    has_sample_image: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class ModelsPublic(Public):
+    data: list[ModelPublic]
+    count: int
+
+
+class ClassCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=100, examples=["daisy"])
+
+
+class ClassUpdate(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
+
+
+class ClassPublic(Public):
+    name: str
+    train_images: int
+    test_images: int
+    total_images: int
+    created_at: datetime
+
+
+class ClassesPublic(Public):
+    data: list[ClassPublic]
+    count: int
+
+
+class ImagePublic(Public):
+    id: int
+    label: str
+    split: Literal["train", "test"] | None
+    status: Literal["accepted", "rejected"]
+    reject_reason: str | None
+    original_name: str
+    sha256: str | None
+    size_bytes: int
+    width: int | None
+    height: int | None
+    format: str | None
+    mode: str | None
+    created_at: datetime
+    content_url: str | None
+    thumbnail_url: str | None
+
+
+class ImagesPublic(Public):
+    data: list[ImagePublic]
+    count: int
+
+
+class ImageUpdate(BaseModel):
+    label: str | None = Field(None, min_length=1, max_length=100, description="Move the image to this class")
+    split: Literal["train", "test"] | None = None
+
+
+class ImagesDelete(BaseModel):
+    ids: list[int] = Field(min_length=1, max_length=10000)
+
+
+class FileOutcome(Public):
+    name: str
+    status: Literal["accepted", "duplicate", "rejected"]
+    image_id: int | None
+    split: Literal["train", "test"] | None
+    reason: str | None
+
+
+class UploadOut(Public):
+    accepted: int
+    duplicates: int
+    rejected: int
+    results: list[FileOutcome]
+
+
+class Progress(Public):
+    done: int
+    total: int
+    fraction: float
+
+
+class JobPublic(Public):
+    id: str
+    kind: str
+    status: Literal["queued", "running", "succeeded", "failed", "interrupted", "cancelled"]
+    model_id: str | None
+    progress: Progress
+    message: str
+    result: dict[str, Any] | None
+    error: dict[str, Any] | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    url: str
+
+
+class JobsPublic(Public):
+    data: list[JobPublic]
+    count: int
+
+
+class PolicyPublic(Public):
+    image_size: int
+    color: Literal["gray", "rgb"]
+    resize: Literal["stretch", "letterbox", "center_crop"]
+
+
+class DatasetStatsPublic(Public):
+    model_id: str
+    classes: list[dict[str, Any]]
+    total_images: int
+    train_images: int
+    test_images: int
+    rejected_images: int
+    rejects_by_reason: list[dict[str, Any]]
+    size_histogram: list[dict[str, Any]]
+    formats: dict[str, int]
+    gray_fraction: float
+    storage_bytes: int
+    duplicates_skipped: int
+    warnings: list[str]
+    preprocessing: PolicyPublic | None = Field(None, description="How training will prepare the pictures")
+
+
+class ModelUsagePublic(Public):
+    model_id: str
+    name: str
+    images: int
+    bytes: int
+
+
+class StoragePublic(Public):
+    used_bytes: int
+    quota_bytes: int
+    over_quota: bool
+    models: list[ModelUsagePublic]
+
+
+class CleanupIn(BaseModel):
+    free_bytes: int | None = Field(None, ge=1, description="Bytes to free; default: down to 90 % of the quota")
+
+
+class CleanupPublic(Public):
+    needed_bytes: int
+    freed_bytes: int
+    share_removed: float
+    images: int
+    per_class: list[dict[str, Any]]
+    sufficient: bool
+    applied: bool
