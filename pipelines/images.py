@@ -133,10 +133,10 @@ def choose_policy(shape: DatasetShape) -> PreprocessingPolicy:
       one), so 28 stays 28, 30 becomes 28, anything from 208 up becomes 224 (the cap);
     - colour: gray when at least 95% of the pictures have no colour, else rgb;
     - resize, from the aspect ratios (width / height, compared on a log scale):
-      stretch when 90% of them lie within 10% of one another (MNIST, CIFAR, any same-camera set): nothing is
-      cut and the consistent squeeze is learned; center_crop when 90% are at most 3:2 either way (ordinary
-      photos), because cutting a thin margin costs less than shrinking the subject; letterbox otherwise
-      (panoramas mixed with portraits), so that no picture loses a part that may hold its subject.
+      stretch when 90% of them lie within 10% of one another (MNIST, CIFAR, any same-camera set): nothing
+      is cut and the consistent squeeze is learned; center_crop when 90% are at most 16:10 either way (4:3
+      and 3:2 photos), because cutting a thin margin costs less than shrinking the subject; letterbox
+      otherwise (panoramas mixed with portraits), so that no picture loses a part that may hold its subject.
     """
     if not shape.widths:
         raise InvalidInput(
@@ -152,7 +152,7 @@ def choose_policy(shape: DatasetShape) -> PreprocessingPolicy:
     resize: Resize
     if high - low <= np.log(1.1):
         resize = "stretch"
-    elif np.percentile(np.abs(log_aspect), 90) <= np.log(1.5):
+    elif np.percentile(np.abs(log_aspect), 90) <= np.log(1.6):
         resize = "center_crop"
     else:
         resize = "letterbox"
@@ -214,7 +214,7 @@ def _open(data: bytes, name: str, *, max_pixels: int) -> Image.Image:
     if not data:
         raise InvalidInput(f"'{name}' is empty (0 bytes). Remove it or copy the picture again.", field=name)
     if data.startswith(_PNG_SIGNATURE):
-        _check_png_checksums(data, name)
+        _check_png(data, name, max_pixels)
     try:
         image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError:
@@ -242,7 +242,11 @@ def _decoded(image: Image.Image, name: str) -> Image.Image:
     return image
 
 
-def _check_png_checksums(data: bytes, name: str) -> None:
+def _check_png(data: bytes, name: str, max_pixels: int) -> None:
+    if len(data) >= 24 and data[12:16] == b"IHDR":
+        width, height = struct.unpack_from(">II", data, 16)
+        if width * height > max_pixels:  # refused before Pillow sees it, with the size in the message
+            raise _too_many_pixels(name, (width, height), max_pixels)
     # Pillow does not verify the checksums of pixel data (IDAT) while decoding; libpng and browsers refuse
     # a critical chunk with a bad CRC, so we do too. Ancillary chunks (lower-case first letter) are skipped.
     view = memoryview(data)

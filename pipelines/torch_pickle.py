@@ -117,7 +117,18 @@ def read_state_dict(
             raise InvalidInput(f"'{path}' was written on a big-endian machine, which is not supported.")
         records = _StateDictUnpickler(stream).load()
         storage_keys = pickle.load(stream)
-    except (pickle.UnpicklingError, EOFError, AttributeError, TypeError, IndexError) as error:
+    except InvalidInput:
+        raise
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        AttributeError,
+        ImportError,
+        IndexError,
+        KeyError,
+        TypeError,
+        ValueError,
+    ) as error:
         raise InvalidInput(f"'{path}' is not a readable torch state_dict file: {error}") from error
     if not isinstance(records, dict):
         raise InvalidInput(f"'{path}' holds a {type(records).__name__}, not a state_dict.")
@@ -157,7 +168,9 @@ def _read_storages(
     return storages
 
 
-def _materialize(record: _TensorRecord, storages: dict[str, np.ndarray], key: str, path: str | os.PathLike):
+def _materialize(
+    record: _TensorRecord, storages: dict[str, np.ndarray], key: str, path: str | os.PathLike
+) -> np.ndarray:
     storage = storages.get(record.storage.key)
     if storage is None:
         raise InvalidInput(f"'{path}': tensor '{key}' uses storage '{record.storage.key}', which is missing.")

@@ -33,7 +33,9 @@ class BodySizeLimit(BaseHTTPMiddleware):
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.limit:
             return problem_response(
-                413, "too_large", "Upload too large",
+                413,
+                "too_large",
+                "Upload too large",
                 f"This request is {int(declared) / 2**20:,.0f} MB; the limit is {self.limit / 2**20:,.0f} MB.",
                 request.url.path,
             )

@@ -16,9 +16,7 @@ logger = logging.getLogger("classifly.api")
 PROBLEM_TYPE = "https://classifly.dev/problems/"
 
 
-def problem_response(
-    status: int, code: str, title: str, detail: str, instance: str, **extra: object
-) -> JSONResponse:
+def problem_response(status: int, code: str, title: str, detail: str, instance: str, **extra: object) -> JSONResponse:
     """An RFC 9457 problem document."""
     body = {"type": PROBLEM_TYPE + code, "title": title, "status": status, "detail": detail, "code": code}
     body["instance"] = instance
@@ -29,14 +27,22 @@ def problem_response(
 
 async def classifly_error(request: Request, error: ClassiflyError) -> JSONResponse:
     return problem_response(
-        error.status, error.code, error.title, error.detail, request.url.path, field=error.field, **error.extra
+        error.status,
+        error.code,
+        error.title,
+        error.detail,
+        request.url.path,
+        field=error.field,
+        **error.extra,
     )
 
 
 async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
     errors = [
-        {"field": ".".join(str(part) for part in item.get("loc", ()) if part not in ("body", "query", "path")),
-         "message": item.get("msg", "")}
+        {
+            "field": ".".join(str(part) for part in item.get("loc", ()) if part not in ("body", "query", "path")),
+            "message": item.get("msg", ""),
+        }
         for item in error.errors()
     ]
     first = errors[0] if errors else {"field": "", "message": "invalid request"}

@@ -114,7 +114,12 @@ def add_images(
         owner_label = known.get(image.sha256)
         if owner_label == image.label:
             outcomes.append(
-                Outcome(image.original_name, image.label, "duplicate", reason="The same picture is already in this class.")
+                Outcome(
+                    image.original_name,
+                    image.label,
+                    "duplicate",
+                    reason="The same picture is already in this class.",
+                )
             )
             continue
         if owner_label is not None:
@@ -142,9 +147,7 @@ def add_images(
         if outcome.status == "accepted":
             split = splits[accepted_index]
             accepted_index += 1
-        result.append(
-            Outcome(outcome.original_name, outcome.label, outcome.status, next_id, split, outcome.reason)
-        )
+        result.append(Outcome(outcome.original_name, outcome.label, outcome.status, next_id, split, outcome.reason))
         next_id += 1
     return result
 
@@ -184,7 +187,10 @@ def _assign_splits(conn: Connection, model_id: str, accepted: list[NewImage]) ->
     for image in accepted:
         split = image.split
         if split is None:
-            test, total = counts[(image.label, "test")], counts[(image.label, "train")] + counts[(image.label, "test")]
+            test, total = (
+                counts[(image.label, "test")],
+                counts[(image.label, "train")] + counts[(image.label, "test")],
+            )
             split = "test" if total >= 1 and test < round((total + 1) * TEST_FRACTION) else "train"
         counts[(image.label, split)] += 1
         splits.append(split)
@@ -262,7 +268,8 @@ def list_images(
             params.append(value)
     clause = " AND ".join(where)
     rows = conn.execute(
-        f"SELECT {_IMAGE_COLUMNS} FROM images WHERE {clause} ORDER BY id LIMIT ? OFFSET ?", [*params, limit, offset]
+        f"SELECT {_IMAGE_COLUMNS} FROM images WHERE {clause} ORDER BY id LIMIT ? OFFSET ?",
+        [*params, limit, offset],
     ).fetchall()
     (total,) = conn.execute(f"SELECT count(*) FROM images WHERE {clause}", params).fetchone()
     return [ImageRecord(*row) for row in rows], total
@@ -280,7 +287,13 @@ def get_image(conn: Connection, owner_id: str, model_id: str, image_id: int) -> 
 
 
 def update_image(
-    conn: Connection, owner_id: str, model_id: str, image_id: int, *, label: str | None = None, split: str | None = None
+    conn: Connection,
+    owner_id: str,
+    model_id: str,
+    image_id: int,
+    *,
+    label: str | None = None,
+    split: str | None = None,
 ) -> ImageRecord:
     """Move an image to another class (created if needed) and/or to the other split."""
     image = get_image(conn, owner_id, model_id, image_id)

@@ -47,7 +47,12 @@ def _job(row: tuple) -> JobRecord:
 
 
 def create_job(
-    conn: Connection, owner_id: str, kind: str, *, model_id: str | None = None, params: dict[str, Any] | None = None
+    conn: Connection,
+    owner_id: str,
+    kind: str,
+    *,
+    model_id: str | None = None,
+    params: dict[str, Any] | None = None,
 ) -> JobRecord:
     """Queue a job; a model may have only one import running at a time."""
     if model_id is not None:
@@ -55,7 +60,8 @@ def create_job(
 
         get_owned_model(conn, owner_id, model_id)
         busy = conn.execute(
-            "SELECT id FROM jobs WHERE model_id = ? AND kind = ? AND status IN ('queued', 'running')", [model_id, kind]
+            "SELECT id FROM jobs WHERE model_id = ? AND kind = ? AND status IN ('queued', 'running')",
+            [model_id, kind],
         ).fetchone()
         if busy:
             raise Conflict(f"Job '{busy[0]}' is already doing this for the model. Wait until it finishes.")

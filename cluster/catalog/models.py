@@ -72,9 +72,7 @@ def _check_spec(spec: ModelSpec) -> None:
     if not spec.name.strip() or len(spec.name) > 200:
         raise InvalidInput("A model needs a name of 1 to 200 characters.", field="name")
     if spec.target_accuracy is not None and not 0 < spec.target_accuracy <= 1:
-        raise InvalidInput(
-            "Target accuracy is a fraction between 0 and 1 (0.95 means 95 %).", field="target_accuracy"
-        )
+        raise InvalidInput("Target accuracy is a fraction between 0 and 1 (0.95 means 95 %).", field="target_accuracy")
     if not 10 <= spec.time_budget_s <= 7 * 24 * 3600:
         raise InvalidInput("The time budget must be between 10 seconds and 7 days.", field="time_budget_s")
 
@@ -230,7 +228,8 @@ def ensure_classes(conn: Connection, owner_id: str, model_id: str, names: list[s
     for name in names:
         if name not in existing:
             (class_id,) = conn.execute(
-                "INSERT INTO classes (model_id, name, created_at) VALUES (?, ?, ?) RETURNING id", [model_id, name, now]
+                "INSERT INTO classes (model_id, name, created_at) VALUES (?, ?, ?) RETURNING id",
+                [model_id, name, now],
             ).fetchone()
             existing[name] = class_id
     return {name: existing[name] for name in names}

@@ -17,13 +17,13 @@ SIZE_BUCKETS = (32, 64, 128, 256, 512, 1024, 2048)
 @dataclass(frozen=True)
 class DatasetStats:
     model_id: str
-    classes: list[dict[str, Any]]             # name, train, test, total
+    classes: list[dict[str, Any]]  # name, train, test, total
     total_images: int
     train_images: int
     test_images: int
     rejected_images: int
-    rejects_by_reason: list[dict[str, Any]]   # reason, count
-    size_histogram: list[dict[str, Any]]      # bucket ("≤32 px"), count: by the longer side
+    rejects_by_reason: list[dict[str, Any]]  # reason, count
+    size_histogram: list[dict[str, Any]]  # bucket ("≤32 px"), count: by the longer side
     formats: dict[str, int]
     gray_fraction: float
     storage_bytes: int
@@ -121,7 +121,9 @@ def dataset_warnings(classes: list[dict[str, Any]]) -> list[str]:
     return warnings
 
 
-def dataset_shape(conn: Connection, owner_id: str, model_id: str, *, sample: int = 20_000) -> list[tuple[int, int, bool]]:
+def dataset_shape(
+    conn: Connection, owner_id: str, model_id: str, *, sample: int = 20_000
+) -> list[tuple[int, int, bool]]:
     """(width, height, is_gray) of up to `sample` accepted images: the input of the preprocessing policy."""
     get_owned_model(conn, owner_id, model_id)
     return conn.execute(

@@ -37,7 +37,7 @@ class CleanupPlan:
     freed_bytes: int
     share_removed: float
     image_ids: list[int]
-    per_class: list[dict]          # model_id, class, before, removed
+    per_class: list[dict]  # model_id, class, before, removed
     sufficient: bool
 
 
@@ -115,7 +115,9 @@ def cleanup_plan(conn: Connection, owner_id: str, quota_bytes: int, free_bytes: 
     )
 
 
-def apply_cleanup(conn: Connection, owner_id: str, quota_bytes: int, free_bytes: int | None = None) -> tuple[CleanupPlan, list[str]]:
+def apply_cleanup(
+    conn: Connection, owner_id: str, quota_bytes: int, free_bytes: int | None = None
+) -> tuple[CleanupPlan, list[str]]:
     """Carry out the clean-up plan computed now (inside the same transaction); returns it and the freed sha256s."""
     plan = cleanup_plan(conn, owner_id, quota_bytes, free_bytes)
     if not plan.image_ids:

@@ -66,9 +66,7 @@ def list_users(conn: Connection) -> list[UserRecord]:
 
 def get_password_hash(conn: Connection, username: str) -> tuple[str, str] | None:
     """(user id, password hash) for a username, or None; the caller compares hashes outside the catalog."""
-    row = conn.execute(
-        "SELECT id, password_hash FROM users WHERE lower(username) = lower(?)", [username]
-    ).fetchone()
+    row = conn.execute("SELECT id, password_hash FROM users WHERE lower(username) = lower(?)", [username]).fetchone()
     return (row[0], row[1]) if row else None
 
 

@@ -15,7 +15,16 @@ from cluster.security import dummy_hash, hash_password, new_token, verify_passwo
 from pipelines.errors import Forbidden, Unauthorized
 from serve.deps import CurrentUser, ServicesDep, quota_of
 from serve.routes.common import collect_blobs
-from serve.schemas import CleanupIn, CleanupPublic, LoginIn, MeOut, RegisterIn, SessionOut, StoragePublic, UserPublic
+from serve.schemas import (
+    CleanupIn,
+    CleanupPublic,
+    LoginIn,
+    MeOut,
+    RegisterIn,
+    SessionOut,
+    StoragePublic,
+    UserPublic,
+)
 
 router = APIRouter(tags=["account"])
 
@@ -41,7 +50,12 @@ async def login(body: LoginIn, services: ServicesDep) -> SessionOut:
     secret, token_hash, hint = new_token("session")
     expires_at = utcnow() + timedelta(hours=services.settings.session_hours)
     await services.catalog.call(
-        catalog_users.create_token, found[0], name="session", kind="session", token_hash=token_hash, hint=hint,
+        catalog_users.create_token,
+        found[0],
+        name="session",
+        kind="session",
+        token_hash=token_hash,
+        hint=hint,
         expires_at=expires_at,
     )
     user = await services.catalog.call(catalog_users.get_user, found[0])

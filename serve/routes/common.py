@@ -26,7 +26,9 @@ def model_public(record: ModelRecord) -> ModelPublic:
 
 
 def job_public(job: JobRecord) -> JobPublic:
-    fraction = job.progress_done / job.progress_total if job.progress_total else (1.0 if job.status == "succeeded" else 0.0)
+    fraction = (
+        job.progress_done / job.progress_total if job.progress_total else (1.0 if job.status == "succeeded" else 0.0)
+    )
     return JobPublic(
         id=job.id,
         kind=job.kind,

@@ -33,8 +33,11 @@ ZIP_TYPES = ("application/zip", "application/x-zip-compressed", "application/oct
         "requestBody": {
             "content": {
                 "multipart/form-data": {
-                    "schema": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}},
-                               "required": ["file"]}
+                    "schema": {
+                        "type": "object",
+                        "properties": {"file": {"type": "string", "format": "binary"}},
+                        "required": ["file"],
+                    }
                 },
                 "application/zip": {"schema": {"type": "string", "format": "binary"}},
             },
@@ -57,7 +60,10 @@ async def import_zip(
     try:
         await _receive_zip(request, target, settings.max_upload_bytes)
         job = await services.catalog.call(
-            catalog_jobs.create_job, principal.id, "import", model_id=model_id,
+            catalog_jobs.create_job,
+            principal.id,
+            "import",
+            model_id=model_id,
             params={"bytes": os.path.getsize(target)},
         )
         upload_key = f"uploads/{job.id}.zip"

@@ -21,8 +21,14 @@ from serve.schemas import FileOutcome, ImagePublic, ImagesDelete, ImagesPublic, 
 
 router = APIRouter(prefix="/models/{model_id}/images", tags=["images"])
 
-MEDIA_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "WEBP": "image/webp",
-               "BMP": "image/bmp", "TIFF": "image/tiff"}
+MEDIA_TYPES = {
+    "JPEG": "image/jpeg",
+    "PNG": "image/png",
+    "GIF": "image/gif",
+    "WEBP": "image/webp",
+    "BMP": "image/bmp",
+    "TIFF": "image/tiff",
+}
 MAX_FILES_PER_UPLOAD = 1000
 
 
@@ -54,19 +60,33 @@ async def upload_images(
     offered = []
     for file in files:
         data = await read_upload(file, services.settings.max_image_bytes)
-        offered.append(await run_in_threadpool(_describe, services, data, file.filename or "upload", clean_label, split))
+        offered.append(
+            await run_in_threadpool(_describe, services, data, file.filename or "upload", clean_label, split)
+        )
     outcomes = await services.catalog.call(
-        catalog_images.add_images, principal.id, model_id, offered, quota_bytes=quota_of(services, principal.user)
+        catalog_images.add_images,
+        principal.id,
+        model_id,
+        offered,
+        quota_bytes=quota_of(services, principal.user),
     )
-    results = [FileOutcome(name=o.original_name, status=o.status, image_id=o.image_id, split=o.split, reason=o.reason)
-               for o in outcomes]
+    results = [
+        FileOutcome(name=o.original_name, status=o.status, image_id=o.image_id, split=o.split, reason=o.reason)
+        for o in outcomes
+    ]
     counts = {kind: sum(1 for o in outcomes if o.status == kind) for kind in ("accepted", "duplicate", "rejected")}
     if counts["rejected"] == len(outcomes):
         reasons = "; ".join(f"{o.original_name}: {o.reason}" for o in outcomes[:5])
-        raise InvalidInput(f"None of the files could be used. {reasons}",
-                           extra={"results": [r.model_dump() for r in results]})
-    return UploadOut(accepted=counts["accepted"], duplicates=counts["duplicate"], rejected=counts["rejected"],
-                     results=results)
+        raise InvalidInput(
+            f"None of the files could be used. {reasons}",
+            extra={"results": [r.model_dump() for r in results]},
+        )
+    return UploadOut(
+        accepted=counts["accepted"],
+        duplicates=counts["duplicate"],
+        rejected=counts["rejected"],
+        results=results,
+    )
 
 
 def _describe(services, data: bytes, name: str, label: str, split: str | None) -> NewImage:
@@ -76,8 +96,18 @@ def _describe(services, data: bytes, name: str, label: str, split: str | None) -
         return NewImage(label, name, len(data), reject_reason=error.detail)
     sha = sha256_hex(data)
     services.blobs.put_image(sha, data)  # blob first, row second
-    return NewImage(label, name, len(data), sha256=sha, split=split, width=info.width, height=info.height,
-                    mode=info.mode, format=info.format, is_gray=info.is_gray)
+    return NewImage(
+        label,
+        name,
+        len(data),
+        sha256=sha,
+        split=split,
+        width=info.width,
+        height=info.height,
+        mode=info.mode,
+        format=info.format,
+        is_gray=info.is_gray,
+    )
 
 
 @router.get("")
@@ -93,8 +123,14 @@ async def list_images(
 ) -> ImagesPublic:
     """A page of the model's pictures; filter by class, split and status (rejected shows the reasons)."""
     records, total = await services.catalog.call(
-        catalog_images.list_images, principal.id, model_id, label=label, split=split, status=status_,
-        limit=limit, offset=offset,
+        catalog_images.list_images,
+        principal.id,
+        model_id,
+        label=label,
+        split=split,
+        status=status_,
+        limit=limit,
+        offset=offset,
     )
     return ImagesPublic(data=[image_public(r) for r in records], count=total)
 
@@ -136,7 +172,9 @@ async def get_thumbnail(
         if services.blobs.exists(key):
             return services.blobs.get(key)
         data = make_thumbnail(
-            services.blobs.get_image(record.sha256), record.original_name, size=size,
+            services.blobs.get_image(record.sha256),
+            record.original_name,
+            size=size,
             max_pixels=services.settings.max_image_pixels,
         )
         services.blobs.put(key, data)

@@ -21,7 +21,12 @@ async def create_token(body: TokenCreate, principal: CurrentUser, services: Serv
     days = min(body.expires_in_days or services.settings.token_max_days, services.settings.token_max_days)
     secret, token_hash, hint = new_token("api")
     token = await services.catalog.call(
-        catalog_users.create_token, principal.id, name=body.name, kind="api", token_hash=token_hash, hint=hint,
+        catalog_users.create_token,
+        principal.id,
+        name=body.name,
+        kind="api",
+        token_hash=token_hash,
+        hint=hint,
         expires_at=utcnow() + timedelta(days=days),
     )
     return TokenCreated(**TokenPublic.model_validate(token).model_dump(), secret=secret)

@@ -1,0 +1,262 @@
+"""Starting, inspecting and stopping the platform: Ray, the catalog, the Serve application and the UI."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from cluster.config import Settings
+
+STATE_FILE = "platform.json"
+UI_PID_FILE = "ui.pid"
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    api: str
+    docs: str
+    ui: str
+    dashboard: str
+
+
+def endpoints(settings: Settings) -> Endpoints:
+    api = settings.api_url
+    return Endpoints(
+        api=api,
+        docs=f"{api}/docs",
+        ui=f"http://{settings.host}:{settings.ui_port}",
+        dashboard=f"http://127.0.0.1:{settings.dashboard_port}",
+    )
+
+
+def ray_executable() -> str:
+    candidate = Path(sys.executable).with_name("ray")
+    return str(candidate) if candidate.exists() else (shutil.which("ray") or "ray")
+
+
+def _state_path(settings: Settings) -> Path:
+    return settings.state_dir() / STATE_FILE
+
+
+def read_state(settings: Settings) -> dict:
+    try:
+        return json.loads(_state_path(settings).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def _write_state(settings: Settings, state: dict) -> None:
+    path = _state_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(state, indent=2))
+
+
+def ui_secret(settings: Settings) -> str:
+    """The UI's cookie-signing key: from settings, or generated once into the data dir (never in the repo)."""
+    if settings.ui_secret:
+        return settings.ui_secret
+    path = settings.state_dir() / "ui-secret"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def start_local_ray(settings: Settings) -> str:
+    """Start a local Ray head (daemonised, so it outlives this command); returns its address."""
+    command = [
+        ray_executable(),
+        "start",
+        "--head",
+        f"--port={settings.ray_port}",
+        "--node-ip-address=127.0.0.1",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={settings.dashboard_port}",
+        "--disable-usage-stats",
+    ]
+    if settings.ray_num_cpus:
+        command.append(f"--num-cpus={settings.ray_num_cpus}")
+    result = subprocess.run(command, capture_output=True, text=True, env=_ray_env())
+    if result.returncode != 0:
+        raise RuntimeError(f"Ray did not start:\n{result.stdout}\n{result.stderr}")
+    return f"127.0.0.1:{settings.ray_port}"
+
+
+def _ray_env() -> dict[str, str]:
+    env = dict(os.environ)
+    # uv/pip installs may leave no bytecode; TF imports 4x slower without it (STACK-NOTES.md).
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    return env
+
+
+def wait_for_http(url: str, deadline_s: float) -> bool:
+    """Poll `url` until it answers 200 or the deadline passes."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.5)
+    return False
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def start_serving(settings: Settings) -> None:
+    """Start (or update) the Serve application on the connected Ray cluster."""
+    from ray import serve
+
+    from serve.app import APP_NAME, AppArgs, build_app
+
+    serve.start(http_options={"host": settings.host, "port": settings.api_port}, detached=True)
+    serve.run(build_app(AppArgs(settings)), name=APP_NAME, route_prefix="/", blocking=False)
+
+
+def start_ui(settings: Settings, log_dir: Path) -> int:
+    """Start the Streamlit UI as a background process; returns its pid."""
+    app = Path(__file__).resolve().parent.parent / "ui" / "app.py"
+    log = open(log_dir / "ui.log", "ab")  # noqa: SIM115 - handed to the child process
+    env = {**os.environ, "CLASSIFLY_API_URL": settings.api_url, "CLASSIFLY_UI_SECRET": ui_secret(settings)}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            str(app),
+            "--server.address",
+            settings.host,
+            "--server.port",
+            str(settings.ui_port),
+            "--server.headless",
+            "true",
+            "--browser.gatherUsageStats",
+            "false",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
+    (settings.state_dir() / UI_PID_FILE).write_text(str(process.pid))
+    return process.pid
+
+
+def up(settings: Settings, *, with_ui: bool = True, out=print) -> Endpoints:
+    """Start everything that is not running yet and print where to find it."""
+    import ray
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.state_dir().mkdir(parents=True, exist_ok=True)
+    state = read_state(settings)
+    address = settings.ray_address
+    started_ray = False
+    if not address:
+        if state.get("ray_address") and _ray_alive(state["ray_address"]):
+            address = state["ray_address"]
+        else:
+            out("Starting Ray …")
+            address = start_local_ray(settings)
+            started_ray = True
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    ray.init(address=address, namespace=settings.ray_namespace, logging_level="ERROR", log_to_driver=False)
+    out("Starting the catalog and the API (this takes about half a minute) …")
+    start_serving(settings)
+    urls = endpoints(settings)
+    if not wait_for_http(f"{urls.api}/v1/health", deadline_s=180):
+        raise RuntimeError(f"The API did not become healthy at {urls.api}. See 'ray status' and the Ray dashboard.")
+    if with_ui and not http_ok(f"{urls.ui}/_stcore/health"):
+        out("Starting the web UI …")
+        start_ui(settings, settings.state_dir())
+        wait_for_http(f"{urls.ui}/_stcore/health", deadline_s=60)
+    _write_state(
+        settings,
+        {
+            "ray_address": address,
+            "started_ray": started_ray or state.get("started_ray", False),
+            **urls.__dict__,
+        },
+    )
+    return urls
+
+
+def _ray_alive(address: str) -> bool:
+    result = subprocess.run(
+        [ray_executable(), "status", f"--address={address}"], capture_output=True, text=True, env=_ray_env()
+    )
+    return result.returncode == 0
+
+
+def status(settings: Settings) -> dict[str, str]:
+    """What is running, each as a short phrase."""
+    urls = endpoints(settings)
+    state = read_state(settings)
+    ray_state = "not running"
+    address = settings.ray_address or state.get("ray_address")
+    if address and _ray_alive(address):
+        ray_state = f"running at {address}"
+    return {
+        "ray": ray_state,
+        "api": f"healthy at {urls.api} (docs {urls.docs})" if http_ok(f"{urls.api}/v1/health") else "not answering",
+        "ui": f"up at {urls.ui}" if http_ok(f"{urls.ui}/_stcore/health") else "not answering",
+        "dashboard": urls.dashboard if ray_state != "not running" else "-",
+        "data": str(settings.data_dir),
+    }
+
+
+def down(settings: Settings, out=print) -> None:
+    """Stop the UI, the Serve application, the catalog (cleanly checkpointed) and the Ray we started."""
+    state = read_state(settings)
+    pid_file = settings.state_dir() / UI_PID_FILE
+    if pid_file.exists():
+        try:
+            os.killpg(int(pid_file.read_text()), signal.SIGTERM)
+            out("Stopped the web UI.")
+        except (ProcessLookupError, ValueError, PermissionError):
+            pass
+        pid_file.unlink(missing_ok=True)
+    address = settings.ray_address or state.get("ray_address")
+    if address and _ray_alive(address):
+        import ray
+        from ray import serve
+
+        from cluster.catalog.actor import CATALOG_ACTOR
+        from cluster.jobs import JOBS_ACTOR
+
+        ray.init(address=address, namespace=settings.ray_namespace, logging_level="ERROR", log_to_driver=False)
+        serve.shutdown()
+        out("Stopped the API.")
+        for name in (JOBS_ACTOR, CATALOG_ACTOR):
+            try:
+                handle = ray.get_actor(name, namespace=settings.ray_namespace)
+            except ValueError:
+                continue
+            if name == CATALOG_ACTOR:
+                ray.get(handle.checkpoint.remote())
+            ray.kill(handle, no_restart=True)
+        out("Stopped the catalog.")
+        ray.shutdown()
+        if state.get("started_ray") and not settings.ray_address:
+            subprocess.run([ray_executable(), "stop", "--force"], capture_output=True, env=_ray_env())
+            out("Stopped Ray.")
+    _state_path(settings).unlink(missing_ok=True)

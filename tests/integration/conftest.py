@@ -1,0 +1,87 @@
+"""A real local Ray with the Serve application, once per test module, reached over real HTTP."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from cluster.config import Settings
+
+SERVE_START_DEADLINE_S = 240
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate, deadline_s: float, what: str, interval_s: float = 0.2):
+    """Poll `predicate` until it returns something truthy; fail with `what` after the deadline."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {deadline_s:.0f} s waiting for {what}")
+
+
+@dataclass
+class Platform:
+    settings: Settings
+    url: str
+    http: httpx.Client
+
+    def login(self, username: str, password: str = "password123", register: bool = True) -> dict[str, str]:
+        if register:
+            created = self.http.post("/v1/auth/register", json={"username": username, "password": password})
+            assert created.status_code == 201, created.text
+        session = self.http.post("/v1/auth/login", json={"username": username, "password": password})
+        assert session.status_code == 200, session.text
+        return {"Authorization": f"Bearer {session.json()['access_token']}"}
+
+    def wait_for_job(self, headers: dict[str, str], job_url: str, deadline_s: float = 120) -> dict:
+        def final():
+            job = self.http.get(job_url, headers=headers).json()
+            return job if job["status"] not in ("queued", "running") else None
+
+        return wait_until(final, deadline_s, f"job {job_url} to finish")
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    """Ray (fresh local cluster), the catalog actor, and the Serve app on a free port."""
+    import ray
+    from ray import serve
+
+    from serve.app import APP_NAME, AppArgs, build_app
+
+    data_dir: Path = tmp_path_factory.mktemp("platform")
+    port = free_port()
+    settings = Settings(data_dir=data_dir, api_port=port, environment="test", ray_namespace=f"test-{port}")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, namespace=settings.ray_namespace,
+             logging_level="ERROR", log_to_driver=False)
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.run(build_app(AppArgs(settings)), name=APP_NAME, route_prefix="/", blocking=False)
+        url = f"http://127.0.0.1:{port}"
+        with httpx.Client(base_url=url, timeout=60) as http:
+
+            def healthy() -> bool:
+                try:
+                    return http.get("/v1/health").status_code == 200
+                except httpx.HTTPError:
+                    return False
+
+            wait_until(healthy, SERVE_START_DEADLINE_S, "the API to answer /v1/health", interval_s=0.5)
+            yield Platform(settings, url, http)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
