@@ -105,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Ray 2.60 turns token auth on for a new head but may not detect it when a later process connects;
+    # saying so explicitly keeps the cluster protected and every process able to join it.
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
     args = build_parser().parse_args(argv)
     try:
         code = args.handler(get_settings(), args)

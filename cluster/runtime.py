@@ -97,6 +97,7 @@ def _ray_env() -> dict[str, str]:
     # uv/pip installs may leave no bytecode; TF imports 4x slower without it (STACK-NOTES.md).
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    env.setdefault("RAY_AUTH_MODE", "token")
     return env
 
 

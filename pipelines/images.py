@@ -219,8 +219,10 @@ def _open(data: bytes, name: str, *, max_pixels: int) -> Image.Image:
         image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError:
         raise _too_many_pixels(name, None, max_pixels) from None
-    except Exception as error:  # noqa: BLE001 - Pillow's plugins raise many exception types on hostile bytes
+    except Exception as error:  # noqa: BLE001 - Pillow's plugins raise many types on hostile bytes
         raise _unreadable(data, name) from error
+    # Our max_pixels is the limit. Pillow's own check has already refused anything over twice
+    # Image.MAX_IMAGE_PIXELS (above); between the two it only warns.
     width, height = image.size
     if width * height > max_pixels:
         raise _too_many_pixels(name, (width, height), max_pixels)
@@ -233,7 +235,7 @@ def _decoded(image: Image.Image, name: str) -> Image.Image:
     """Decode the first frame fully, so that truncated and corrupt files are caught here, not later."""
     try:
         image.load()
-    except Exception as error:  # noqa: BLE001 - as above: truncated and corrupt data surface as many exception types
+    except Exception as error:  # noqa: BLE001 - truncated or corrupt data surface as many types
         raise InvalidInput(
             f"'{name}' is a damaged or incomplete {image.format or 'picture'} file ({error}). "
             "Remove it or export it again.",
@@ -275,7 +277,7 @@ def _orientation(image: Image.Image) -> int:
         return 1  # the fast path: most pictures carry no EXIF at all
     try:
         return int(image.getexif().get(ExifTags.Base.Orientation, 1))
-    except Exception:  # noqa: BLE001 - broken EXIF is common in the wild; the pixels are still fine
+    except Exception:  # noqa: BLE001 - broken EXIF is common; the pixels are still fine
         return 1
 
 
@@ -299,10 +301,12 @@ def _to_8bit(image: Image.Image) -> Image.Image:
 
 
 def _too_many_pixels(name: str, size: tuple[int, int] | None, max_pixels: int) -> InvalidInput:
-    declared = f"{size[0]}x{size[1]} pixels" if size else "far too many pixels"
+    if size is None:  # refused by Pillow's own guard, which does not say the size
+        what = "declares more pixels than can be decoded safely (a decompression bomb?)"
+    else:
+        what = f"is {size[0]}x{size[1]} pixels, more than the limit of {max_pixels:,} pixels"
     return InvalidInput(
-        f"'{name}' is {declared}, more than the limit of {max_pixels:,} pixels. "
-        "Shrink it (for example to 2000 pixels on its longest side) and add it again.",
+        f"'{name}' {what}. Shrink it (for example to 2000 pixels on its longest side) and add it again.",
         field=name,
     )
 
@@ -310,7 +314,6 @@ def _too_many_pixels(name: str, size: tuple[int, int] | None, max_pixels: int) -
 _SIGNATURES = (
     (b"\xff\xd8\xff", "JPEG"),
     (b"GIF8", "GIF"),
-    (b"BM", "BMP"),
     (b"II*\x00", "TIFF"),
     (b"MM\x00*", "TIFF"),
 )
@@ -324,6 +327,8 @@ def _unreadable(data: bytes, name: str) -> InvalidInput:
         image_kind = "PNG"
     elif head.startswith(b"RIFF") and head[8:12] == b"WEBP":
         image_kind = "WebP"
+    elif head.startswith(b"BM") and head[6:10] == bytes(4):  # reserved zeros: not just text starting "BM"
+        image_kind = "BMP"
     if image_kind:
         return InvalidInput(
             f"'{name}' is a damaged or incomplete {image_kind} file. Remove it or export it again.",

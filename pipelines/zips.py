@@ -80,7 +80,7 @@ class ZipPlan:
 class _Scan:
     candidates: list[tuple[int, str, list[str], int]]  # index, name, path parts, size
     rejects: list[ZipReject]
-    folders: set[tuple[str, ...]]  # every folder seen, to find empty classes
+    folders: set[tuple[str, ...]]  # every folder seen (as path parts), to find empty classes
     ignored: int
 
 
@@ -151,11 +151,11 @@ def read_entry(zf: zipfile.ZipFile, entry: ZipEntry, limits: ZipLimits) -> bytes
 
 
 def stratified_split(labels: Sequence[str], *, test_fraction: float = 0.2, seed: int = 0) -> list[Split]:
-    """Assign each item to train or test, per class: round(n * test_fraction) test items (half rounds up),
-    at least one when a class has 5 or more, none when it has fewer than 2, never all of a class.
+    """Assign each item to train or test, stratified by class and deterministic for a seed.
 
-    Each class is shuffled by its own generator (seeded by seed and label), so adding a class does not
-    reshuffle the others, and the result does not depend on PYTHONHASHSEED.
+    Per class of n items: round(n * test_fraction) test items (a half rounds up), at least one when n >= 5,
+    none when n < 2, and never the whole class. Each class is shuffled by its own generator, seeded by seed
+    and label, so adding a class does not reshuffle the others and PYTHONHASHSEED does not matter.
     """
     if not 0.0 <= test_fraction < 1.0:
         raise InvalidInput(f"The test fraction must be at least 0 and below 1, not {test_fraction}.")

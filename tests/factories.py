@@ -74,7 +74,7 @@ def make_gradient(
 
 
 def make_noise(size: tuple[int, int] = (64, 64), fmt: str = "PNG", *, seed: int = 0, **save_kwargs) -> bytes:
-    """An RGB picture of random pixels: it barely compresses, so cutting its bytes short truncates pixel data."""
+    """Random RGB pixels: they barely compress, so cutting the bytes short truncates pixel data."""
     pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, fmt, **save_kwargs)

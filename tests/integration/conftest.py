@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from collections.abc import Iterator
@@ -14,6 +15,8 @@ import pytest
 from cluster.config import Settings
 
 SERVE_START_DEADLINE_S = 240
+# The platform runs Ray with token authentication; the tests do too (see cluster/cli.py).
+os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 
 def free_port() -> int:

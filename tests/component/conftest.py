@@ -1,0 +1,147 @@
+"""The REST API in-process: FastAPI's TestClient over local services (in-memory catalog, blobs under tmp_path)."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import bcrypt
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from cluster import security
+from cluster.config import Settings
+from cluster.services import Services, local_services
+from serve.api import create_api
+
+PASSWORD = "password123"
+FINAL_JOB_STATES = ("succeeded", "failed", "interrupted", "cancelled")
+
+
+@pytest.fixture(autouse=True)
+def fast_bcrypt(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Speed only: bcrypt's default cost takes ~0.25 s a hash, and nearly every test here registers users.
+
+    The real cost is exercised by the integration tests. The cached dummy hash (used for unknown users) is
+    cleared on both sides so no cheap hash outlives these tests.
+    """
+    real_gensalt = bcrypt.gensalt
+    monkeypatch.setattr(bcrypt, "gensalt", lambda rounds=12, prefix=b"2b": real_gensalt(4, prefix))
+    security.dummy_hash.cache_clear()
+    yield
+    security.dummy_hash.cache_clear()
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, object]:
+    """Override in a test module (or parametrize indirectly) to change a limit for its tests."""
+    return {}
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, settings_overrides: dict[str, object]) -> Settings:
+    for name in list(os.environ):
+        if name.upper().startswith("CLASSIFLY_"):
+            monkeypatch.delenv(name)
+    values: dict[str, object] = {
+        "data_dir": tmp_path / "data",
+        "catalog_path": ":memory:",
+        "environment": "test",
+        "quota_bytes": 50 * 2**20,
+        "max_upload_bytes": 20 * 2**20,
+        "max_image_bytes": 2 * 2**20,
+        "import_batch_size": 8,
+    }
+    return Settings(_env_file=None, **{**values, **settings_overrides})
+
+
+@pytest.fixture
+def services(settings: Settings) -> Iterator[Services]:
+    built = local_services(settings)
+    yield built
+    built.jobs.wait()  # no import thread may outlive its catalog
+    built.catalog.close()
+
+
+def _problem_responses_are_clean(response: httpx.Response) -> None:
+    """Every error the API answers is problem+json and never leaks a traceback (checked on every call)."""
+    if response.status_code < 400:
+        return
+    response.read()
+    content_type = response.headers.get("content-type", "")
+    assert content_type.startswith("application/problem+json"), (response.status_code, content_type, response.text)
+    assert "Traceback" not in response.text
+    body = response.json()
+    assert body["status"] == response.status_code
+    assert body["code"] and body["title"] and body["detail"]
+
+
+@pytest.fixture
+def client(services: Services) -> Iterator[TestClient]:
+    with TestClient(create_api(services)) as test_client:
+        test_client.event_hooks["response"].append(_problem_responses_are_clean)
+        yield test_client
+
+
+@dataclass(frozen=True)
+class Account:
+    id: str
+    username: str
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+@pytest.fixture
+def make_account(client: TestClient) -> Callable[[str], Account]:
+    """Register a user and sign in: the account with a session token."""
+
+    def make(username: str) -> Account:
+        created = client.post("/v1/auth/register", json={"username": username, "password": PASSWORD})
+        assert created.status_code == 201, created.text
+        session = client.post("/v1/auth/login", json={"username": username, "password": PASSWORD})
+        assert session.status_code == 200, session.text
+        return Account(created.json()["id"], username, session.json()["access_token"])
+
+    return make
+
+
+@pytest.fixture
+def alice(make_account: Callable[[str], Account]) -> Account:
+    return make_account("alice")
+
+
+@pytest.fixture
+def bob(make_account: Callable[[str], Account]) -> Account:
+    return make_account("bob")
+
+
+@pytest.fixture
+def model_id(client: TestClient, alice: Account) -> str:
+    """An empty model of alice's."""
+    response = client.post("/v1/models", json={"name": "flowers"}, headers=alice.headers)
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+@pytest.fixture
+def wait_for_job(client: TestClient) -> Callable[..., dict]:
+    """Poll a job's URL until it is final (deadline, not a fixed sleep); returns the job."""
+
+    def wait(url: str, headers: dict[str, str], deadline_s: float = 20.0) -> dict:
+        end = time.monotonic() + deadline_s
+        while True:
+            job = client.get(url, headers=headers).json()
+            if job["status"] in FINAL_JOB_STATES:
+                return job
+            if time.monotonic() > end:
+                raise AssertionError(f"job {url} still {job['status']} after {deadline_s} s: {job['message']}")
+            time.sleep(0.02)
+
+    return wait

@@ -1,0 +1,424 @@
+"""A dataset's pictures over HTTP: upload, list, fetch, thumbnail, move, delete, and blob collection."""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from cluster.blobs import image_key, sha256_hex
+from cluster.services import Services
+from tests.component.conftest import Account
+from tests.factories import make_image
+
+RED = make_image((200, 10, 10), (40, 30), "PNG", mark=1)
+GREEN = make_image((10, 200, 10), (40, 30), "JPEG")
+BLUE = make_image((10, 10, 200), (300, 200), "PNG", mark=3)
+
+
+def post_files(client: TestClient, account: Account, model_id: str, label: str, files: list, **form: str):
+    parts = [("files", (name, data, "application/octet-stream")) for name, data in files]
+    return client.post(
+        f"/v1/models/{model_id}/images", data={"label": label, **form}, files=parts, headers=account.headers
+    )
+
+
+def upload(client: TestClient, account: Account, model_id: str, label: str, files: list, **form: str) -> dict:
+    response = post_files(client, account, model_id, label, files, **form)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def images_of(client: TestClient, account: Account, model_id: str, **params: object) -> dict:
+    response = client.get(f"/v1/models/{model_id}/images", params=params, headers=account.headers)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def count_all(client: TestClient, account: Account, model_id: str) -> int:
+    """Accepted and rejected rows together (the API lists one status at a time)."""
+    return sum(images_of(client, account, model_id, status=status)["count"] for status in ("accepted", "rejected"))
+
+
+def blob_files(services: Services) -> set[str]:
+    return set(services.blobs.iter_keys("images"))
+
+
+def age_blob(services: Services, data: bytes, seconds: float = 3600) -> None:
+    """Make a stored picture look old, as if uploaded long before: fresh blobs are protected from collection."""
+    past = time.time() - seconds
+    os.utime(services.blobs.root / image_key(sha256_hex(data)), (past, past))
+
+
+# --- upload -------------------------------------------------------------------------------------------------
+
+
+def test_upload_several_files_at_once(client: TestClient, alice: Account, model_id: str, services: Services) -> None:
+    result = upload(client, alice, model_id, "roses", [("red.png", RED), ("green.jpg", GREEN)], split="train")
+
+    assert (result["accepted"], result["duplicates"], result["rejected"]) == (2, 0, 0)
+    assert [(r["name"], r["status"], r["split"]) for r in result["results"]] == [
+        ("red.png", "accepted", "train"),
+        ("green.jpg", "accepted", "train"),
+    ]
+    listed = images_of(client, alice, model_id)
+    assert listed["count"] == 2
+    first = listed["data"][0]
+    assert (first["label"], first["original_name"], first["format"], first["width"], first["height"]) == (
+        "roses",
+        "red.png",
+        "PNG",
+        40,
+        30,
+    )
+    assert (first["sha256"], first["size_bytes"]) == (sha256_hex(RED), len(RED))
+    assert blob_files(services) == {image_key(sha256_hex(RED)), image_key(sha256_hex(GREEN))}
+
+
+def test_mixed_good_and_bad_files_report_each(client: TestClient, alice: Account, model_id: str) -> None:
+    upload(client, alice, model_id, "roses", [("red.png", RED)])
+
+    result = upload(
+        client, alice, model_id, "roses", [("again.png", RED), ("notes.png", b"not a picture"), ("green.jpg", GREEN)]
+    )
+
+    assert (result["accepted"], result["duplicates"], result["rejected"]) == (1, 1, 1)
+    by_name = {r["name"]: r for r in result["results"]}
+    assert by_name["again.png"]["status"] == "duplicate"
+    assert by_name["again.png"]["image_id"] is None
+    assert by_name["notes.png"]["status"] == "rejected"
+    assert "not a picture" in by_name["notes.png"]["reason"]
+    assert by_name["green.jpg"]["status"] == "accepted"
+    assert images_of(client, alice, model_id)["count"] == 2
+    rejected = images_of(client, alice, model_id, status="rejected")
+    assert [(i["original_name"], i["content_url"]) for i in rejected["data"]] == [("notes.png", None)]
+
+
+def test_same_picture_in_another_class_is_rejected(client: TestClient, alice: Account, model_id: str) -> None:
+    upload(client, alice, model_id, "roses", [("red.png", RED)])
+
+    response = post_files(client, alice, model_id, "tulips", [("red.png", RED)])
+
+    assert response.status_code == 422
+    (result,) = response.json()["results"]
+    assert "'roses'" in result["reason"]
+    assert images_of(client, alice, model_id, label="tulips")["count"] == 0
+
+
+def test_all_bad_files_is_a_problem_that_changes_nothing(
+    client: TestClient, alice: Account, model_id: str, services: Services
+) -> None:
+    response = post_files(client, alice, model_id, "roses", [("a.png", b"nope"), ("b.jpg", b"\xff\xd8\xff broken")])
+
+    assert response.status_code == 422
+    problem = response.json()
+    assert problem["code"] == "invalid_input"
+    assert "None of the files could be used" in problem["detail"]
+    assert [r["status"] for r in problem["results"]] == ["rejected", "rejected"]
+    assert blob_files(services) == set()
+    # An error answer must not leave reject rows behind (a retry would pile them up).
+    assert count_all(client, alice, model_id) == 0
+    assert client.get(f"/v1/models/{model_id}/classes", headers=alice.headers).json()["count"] == 0
+
+
+@pytest.mark.parametrize(
+    ("form", "files"),
+    [
+        pytest.param({"label": "a/b"}, [("files", ("r.png", RED, "image/png"))], id="bad-label"),
+        pytest.param({"label": "roses", "split": "val"}, [("files", ("r.png", RED, "image/png"))], id="bad-split"),
+        pytest.param({}, [("files", ("r.png", RED, "image/png"))], id="no-label"),
+        pytest.param({"label": "roses"}, [], id="no-files"),
+    ],
+)
+def test_upload_validation(
+    client: TestClient, alice: Account, model_id: str, services: Services, form: dict, files: list
+) -> None:
+    response = client.post(
+        f"/v1/models/{model_id}/images", data=form, files=files or None, headers=alice.headers
+    )
+
+    assert response.status_code == 422
+    assert response.json()["code"] == "invalid_input"
+    assert blob_files(services) == set()
+    assert count_all(client, alice, model_id) == 0
+
+
+@pytest.mark.parametrize("settings_overrides", [{"max_image_bytes": 1000}])
+def test_picture_over_the_size_limit_is_refused(client: TestClient, alice: Account, model_id: str) -> None:
+    big = make_image((1, 2, 3), (200, 200), "BMP")
+
+    response = post_files(client, alice, model_id, "roses", [("big.bmp", big)])
+
+    assert response.status_code == 413
+    assert response.json()["code"] == "too_large"
+    assert count_all(client, alice, model_id) == 0
+
+
+@pytest.mark.parametrize("settings_overrides", [{"quota_bytes": 1500}])
+def test_upload_over_quota_adds_nothing(client: TestClient, alice: Account, model_id: str) -> None:
+    upload(client, alice, model_id, "roses", [("red.png", RED)])
+
+    response = post_files(
+        client, alice, model_id, "roses", [("big.png", make_image((9, 9, 9), (64, 64), "BMP")), ("g.jpg", GREEN)]
+    )
+
+    assert response.status_code == 413
+    problem = response.json()
+    assert problem["code"] == "quota_exceeded"
+    assert problem["quota_bytes"] == 1500
+    assert problem["used_bytes"] == len(RED)
+    assert count_all(client, alice, model_id) == 1
+
+
+# --- list, fetch, thumbnail ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def garden(client: TestClient, alice: Account, model_id: str) -> dict[str, list[int]]:
+    """Five roses and two tulips in train, one rose in test, one reject: image ids by group."""
+    roses = [make_image((200, 0, 0), (8, 8), mark=i) for i in range(5)]
+    tulips = [make_image((0, 0, 200), (8, 8), mark=i) for i in range(2)]
+    train = upload(client, alice, model_id, "roses", [(f"r{i}.png", d) for i, d in enumerate(roses)], split="train")
+    more = upload(client, alice, model_id, "tulips", [(f"t{i}.png", d) for i, d in enumerate(tulips)], split="train")
+    test = upload(
+        client,
+        alice,
+        model_id,
+        "roses",
+        [("r9.png", make_image((200, 0, 0), (8, 8), mark=9)), ("junk.png", b"junk")],
+        split="test",
+    )
+    ids = lambda result: [r["image_id"] for r in result["results"]]  # noqa: E731
+    return {"roses-train": ids(train), "tulips": ids(more), "roses-test": ids(test)[:1], "rejected": ids(test)[1:]}
+
+
+@pytest.mark.parametrize(
+    ("params", "groups"),
+    [
+        pytest.param({}, ["roses-train", "tulips", "roses-test"], id="accepted-by-default"),
+        pytest.param({"label": "roses"}, ["roses-train", "roses-test"], id="by-class"),
+        pytest.param({"split": "test"}, ["roses-test"], id="by-split"),
+        pytest.param({"label": "roses", "split": "train"}, ["roses-train"], id="class-and-split"),
+        pytest.param({"status": "rejected"}, ["rejected"], id="rejects"),
+        pytest.param({"label": "lilies"}, [], id="unknown-class"),
+    ],
+)
+def test_list_filters(
+    client: TestClient, alice: Account, model_id: str, garden: dict[str, list[int]], params: dict, groups: list[str]
+) -> None:
+    listed = images_of(client, alice, model_id, **params)
+
+    expected = sorted(i for group in groups for i in garden[group])
+    assert [image["id"] for image in listed["data"]] == expected
+    assert listed["count"] == len(expected)
+
+
+def test_list_pagination(client: TestClient, alice: Account, model_id: str, garden: dict[str, list[int]]) -> None:
+    everything = sorted(garden["roses-train"] + garden["tulips"] + garden["roses-test"])
+
+    pages = [images_of(client, alice, model_id, limit=3, offset=offset) for offset in (0, 3, 6)]
+
+    assert [page["count"] for page in pages] == [8, 8, 8]
+    assert [image["id"] for page in pages for image in page["data"]] == everything
+    assert [len(page["data"]) for page in pages] == [3, 3, 2]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        pytest.param({"limit": 0}, id="zero-limit"),
+        pytest.param({"limit": 1001}, id="huge-limit"),
+        pytest.param({"offset": -1}, id="negative-offset"),
+        pytest.param({"split": "val"}, id="unknown-split"),
+        pytest.param({"status": "deleted"}, id="unknown-status"),
+    ],
+)
+def test_list_validation(client: TestClient, alice: Account, model_id: str, params: dict) -> None:
+    response = client.get(f"/v1/models/{model_id}/images", params=params, headers=alice.headers)
+
+    assert response.status_code == 422
+    assert response.json()["errors"]
+
+
+@pytest.mark.parametrize(
+    ("picture", "media_type"),
+    [pytest.param(RED, "image/png", id="png"), pytest.param(GREEN, "image/jpeg", id="jpeg")],
+)
+def test_content_is_the_uploaded_bytes(
+    client: TestClient, alice: Account, model_id: str, picture: bytes, media_type: str
+) -> None:
+    (result,) = upload(client, alice, model_id, "roses", [("p", picture)])["results"]
+    image = client.get(f"/v1/models/{model_id}/images/{result['image_id']}", headers=alice.headers).json()
+
+    response = client.get(image["content_url"], headers=alice.headers)
+
+    assert response.status_code == 200
+    assert response.headers["content-type"] == media_type
+    assert response.content == picture
+
+
+@pytest.mark.parametrize(
+    ("params", "longest"),
+    [pytest.param({}, 128, id="default"), pytest.param({"size": 32}, 32, id="size-32")],
+)
+def test_thumbnail_is_a_small_picture(
+    client: TestClient, alice: Account, model_id: str, params: dict, longest: int
+) -> None:
+    (result,) = upload(client, alice, model_id, "roses", [("blue.png", BLUE)])["results"]
+    url = f"/v1/models/{model_id}/images/{result['image_id']}/thumbnail"
+
+    first = client.get(url, params=params, headers=alice.headers)
+    again = client.get(url, params=params, headers=alice.headers)
+
+    assert first.status_code == 200
+    assert first.headers["content-type"] in ("image/png", "image/jpeg")
+    with Image.open(io.BytesIO(first.content)) as thumbnail:
+        assert max(thumbnail.size) == longest
+        assert thumbnail.size[0] > thumbnail.size[1]  # the 3:2 shape is kept
+    assert again.content == first.content
+
+
+def test_thumbnail_size_is_validated(client: TestClient, alice: Account, model_id: str) -> None:
+    (result,) = upload(client, alice, model_id, "roses", [("red.png", RED)])["results"]
+
+    response = client.get(
+        f"/v1/models/{model_id}/images/{result['image_id']}/thumbnail", params={"size": 4096}, headers=alice.headers
+    )
+
+    assert response.status_code == 422
+
+
+def test_rejected_image_has_no_content(
+    client: TestClient, alice: Account, model_id: str, garden: dict[str, list[int]]
+) -> None:
+    (reject,) = garden["rejected"]
+
+    for suffix in ("content", "thumbnail"):
+        response = client.get(f"/v1/models/{model_id}/images/{reject}/{suffix}", headers=alice.headers)
+        assert response.status_code == 404
+        assert "rejected" in response.json()["detail"]
+
+
+def test_unknown_image_is_not_found(client: TestClient, alice: Account, model_id: str) -> None:
+    for url in ("/999", "/999/content", "/999/thumbnail"):
+        assert client.get(f"/v1/models/{model_id}/images{url}", headers=alice.headers).status_code == 404
+    assert client.get(f"/v1/models/{model_id}/images/abc", headers=alice.headers).status_code == 422
+
+
+# --- move and delete ----------------------------------------------------------------------------------------
+
+
+def test_move_to_another_class_and_split(
+    client: TestClient, alice: Account, model_id: str, garden: dict[str, list[int]]
+) -> None:
+    image_id = garden["roses-train"][0]
+
+    response = client.patch(
+        f"/v1/models/{model_id}/images/{image_id}", json={"label": "lilies", "split": "test"}, headers=alice.headers
+    )
+
+    assert response.status_code == 200
+    assert (response.json()["label"], response.json()["split"]) == ("lilies", "test")
+    lilies = client.get(f"/v1/models/{model_id}/classes/lilies", headers=alice.headers).json()
+    assert (lilies["train_images"], lilies["test_images"]) == (0, 1)
+    assert images_of(client, alice, model_id, label="roses")["count"] == 5
+
+
+@pytest.mark.parametrize(
+    "body",
+    [pytest.param({"split": "val"}, id="unknown-split"), pytest.param({"label": "a/b"}, id="bad-label")],
+)
+def test_move_validation(
+    client: TestClient, alice: Account, model_id: str, garden: dict[str, list[int]], body: dict
+) -> None:
+    image_id = garden["roses-train"][0]
+    before = client.get(f"/v1/models/{model_id}/images/{image_id}", headers=alice.headers).json()
+
+    response = client.patch(f"/v1/models/{model_id}/images/{image_id}", json=body, headers=alice.headers)
+
+    assert response.status_code == 422
+    assert client.get(f"/v1/models/{model_id}/images/{image_id}", headers=alice.headers).json() == before
+
+
+def test_moving_a_reject_is_refused(
+    client: TestClient, alice: Account, model_id: str, garden: dict[str, list[int]]
+) -> None:
+    (reject,) = garden["rejected"]
+
+    response = client.patch(f"/v1/models/{model_id}/images/{reject}", json={"label": "roses"}, headers=alice.headers)
+
+    assert response.status_code == 422
+
+
+def test_delete_one_image(client: TestClient, alice: Account, model_id: str, garden: dict[str, list[int]]) -> None:
+    image_id = garden["tulips"][0]
+
+    assert client.delete(f"/v1/models/{model_id}/images/{image_id}", headers=alice.headers).status_code == 204
+
+    assert client.get(f"/v1/models/{model_id}/images/{image_id}", headers=alice.headers).status_code == 404
+    assert images_of(client, alice, model_id, label="tulips")["count"] == 1
+    assert client.delete(f"/v1/models/{model_id}/images/{image_id}", headers=alice.headers).status_code == 404
+
+
+def test_delete_many_is_all_or_nothing(
+    client: TestClient, alice: Account, model_id: str, garden: dict[str, list[int]]
+) -> None:
+    ids = garden["roses-train"][:2]
+
+    missing = client.post(f"/v1/models/{model_id}/images/delete", json={"ids": [*ids, 999]}, headers=alice.headers)
+    assert missing.status_code == 404
+    assert images_of(client, alice, model_id)["count"] == 8
+
+    done = client.post(f"/v1/models/{model_id}/images/delete", json={"ids": ids}, headers=alice.headers)
+    assert done.status_code == 204
+    assert images_of(client, alice, model_id)["count"] == 6
+
+    empty = client.post(f"/v1/models/{model_id}/images/delete", json={"ids": []}, headers=alice.headers)
+    assert empty.status_code == 422
+
+
+def test_blob_is_collected_only_when_no_image_refers_to_it(
+    client: TestClient, alice: Account, model_id: str, services: Services
+) -> None:
+    other = client.post("/v1/models", json={"name": "other"}, headers=alice.headers).json()["id"]
+    (in_first,) = upload(client, alice, model_id, "roses", [("red.png", RED)])["results"]
+    (in_second,) = upload(client, alice, other, "roses", [("red.png", RED)])["results"]
+    age_blob(services, RED)
+    key = image_key(sha256_hex(RED))
+
+    client.delete(f"/v1/models/{model_id}/images/{in_first['image_id']}", headers=alice.headers)
+    assert key in blob_files(services)  # the other model still shows it
+    assert client.get(f"/v1/models/{other}/images/{in_second['image_id']}/content", headers=alice.headers).content == RED
+
+    client.delete(f"/v1/models/{other}/images/{in_second['image_id']}", headers=alice.headers)
+    assert key not in blob_files(services)
+
+
+def test_fresh_blob_is_left_for_later_collection(
+    client: TestClient, alice: Account, model_id: str, services: Services
+) -> None:
+    # An upload of the same picture may be between writing the blob and its row: fresh blobs are kept.
+    (result,) = upload(client, alice, model_id, "roses", [("red.png", RED)])["results"]
+
+    client.delete(f"/v1/models/{model_id}/images/{result['image_id']}", headers=alice.headers)
+
+    assert image_key(sha256_hex(RED)) in blob_files(services)
+
+
+def test_deleting_a_model_or_class_collects_blobs(
+    client: TestClient, alice: Account, model_id: str, services: Services
+) -> None:
+    upload(client, alice, model_id, "roses", [("red.png", RED)])
+    upload(client, alice, model_id, "tulips", [("blue.png", BLUE)])
+    age_blob(services, RED)
+    age_blob(services, BLUE)
+
+    client.delete(f"/v1/models/{model_id}/classes/roses", headers=alice.headers)
+    assert blob_files(services) == {image_key(sha256_hex(BLUE))}
+
+    client.delete(f"/v1/models/{model_id}", headers=alice.headers)
+    assert blob_files(services) == set()
