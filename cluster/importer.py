@@ -7,7 +7,6 @@ interrupted import leaves the dataset exactly as it was (only unreferenced blobs
 from __future__ import annotations
 
 import time
-import zipfile
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
@@ -21,7 +20,7 @@ from cluster.catalog.images import NewImage, Outcome
 from cluster.catalog.stats import dataset_warnings
 from pipelines.errors import ClassiflyError, InvalidInput
 from pipelines.images import inspect_image
-from pipelines.zips import ZipEntry, ZipLimits, ZipPlan, plan_zip, read_entry, stratified_split
+from pipelines.zips import EntryReader, ZipEntry, ZipLimits, ZipPlan, plan_zip, stratified_split
 
 SPLIT_SEED = 20261123
 REPORT_LIST_LIMIT = 500
@@ -43,19 +42,16 @@ def decode_batch(batch: DecodeBatch) -> list[NewImage]:
     from cluster.blobs import open_blob_store
 
     blobs = open_blob_store(batch.blob_root)
-    results = []
-    with blobs.local_path(batch.upload_key) as path, zipfile.ZipFile(path) as archive:
-        for entry in batch.entries:
-            results.append(decode_entry(archive, entry, blobs, batch.limits, batch.max_pixels))
-    return results
+    with blobs.local_path(batch.upload_key) as path, EntryReader(path) as reader:
+        return [decode_entry(reader, entry, blobs, batch.limits, batch.max_pixels) for entry in batch.entries]
 
 
 def decode_entry(
-    archive: zipfile.ZipFile, entry: ZipEntry, blobs: BlobStore, limits: ZipLimits, max_pixels: int
+    reader: EntryReader, entry: ZipEntry, blobs: BlobStore, limits: ZipLimits, max_pixels: int
 ) -> NewImage:
     """One entry of the zip as a NewImage: stored and described, or rejected with the reason."""
     try:
-        data = read_entry(archive, entry, limits)
+        data = reader.read(entry, limits)
         info = inspect_image(data, entry.name, max_pixels=max_pixels)
     except InvalidInput as error:
         return NewImage(entry.label, entry.name, entry.size, split=entry.split, reject_reason=error.detail)
@@ -103,8 +99,10 @@ def run_import(request: ImportRequest, catalog: Catalog, blobs: BlobStore, mappe
     try:
         with blobs.local_path(request.upload_key) as path:
             plan = plan_zip(path, request.limits)
+        phases = {"plan": time.perf_counter() - started}
         catalog.call_sync(catalog_jobs.start_job, request.job_id, total=len(plan.entries), message="Reading pictures")
         decoded = _decode_all(request, plan, catalog, mapper)
+        phases["decode"] = time.perf_counter() - started - sum(phases.values())
         offered = _with_splits(decoded) + [
             NewImage(_reject_label(reject.name), reject.name, 0, reject_reason=reject.reason) for reject in plan.rejects
         ]
@@ -117,7 +115,9 @@ def run_import(request: ImportRequest, catalog: Catalog, blobs: BlobStore, mappe
             quota_bytes=request.quota_bytes,
             job_id=request.job_id,
         )
+        phases["save"] = time.perf_counter() - started - sum(phases.values())
         report = build_report(plan, outcomes, seconds=time.perf_counter() - started)
+        report["phase_seconds"] = {name: round(value, 2) for name, value in phases.items()}
         catalog.call_sync(
             catalog_jobs.finish_job,
             request.job_id,

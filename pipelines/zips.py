@@ -12,6 +12,7 @@ import stat
 import struct
 import unicodedata
 import zipfile
+import zlib
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -59,6 +60,12 @@ class ZipEntry:
     label: str  # the cleaned class folder name
     split: Split | None
     size: int  # declared unpacked size in bytes
+    # Where the entry lies, so a worker can read it without parsing the whole directory again
+    # (ZipFile() over 70,000 entries costs ~0.6 s; a batch of 2,500 entries decodes in about as long).
+    offset: int = -1  # of the local file header
+    compressed_size: int = 0
+    method: int = zipfile.ZIP_STORED
+    crc: int = 0
 
 
 @dataclass(frozen=True, slots=True)  # slots: 70,000 of them are made per MNIST-sized plan
@@ -110,7 +117,7 @@ def plan_zip(path: str | os.PathLike[str], limits: ZipLimits = ZipLimits()) -> Z
     _check_archive(archive, infos, limits)
     scan = _scan(infos, limits)
     layout, prefix = _detect_layout([parts for _, _, parts, _ in scan.candidates])
-    entries, rejects, invalid = _assign(scan, layout, prefix)
+    entries, rejects, invalid = _assign(scan, layout, prefix, infos)
     classes = _folder_classes(scan.folders, layout, prefix)
     if not classes:
         raise InvalidInput(f"'{archive}' has no class folders. {_LAYOUTS_HELP}", field=archive)
@@ -148,6 +155,81 @@ def read_entry(zf: zipfile.ZipFile, entry: ZipEntry, limits: ZipLimits) -> bytes
             field=entry.name,
         ) from error
     return b"".join(chunks)
+
+
+_LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")
+_LOCAL_MAGIC = b"PK\x03\x04"
+
+
+class EntryReader:
+    """Reads planned entries straight from their offsets: no directory parse, one open file per worker.
+
+    Stored and deflated entries (what zip tools write) are read directly and their CRC checked; any
+    other method falls back to zipfile.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = path
+        self.file = open(path, "rb")  # noqa: SIM115 - closed by close() / the context manager
+        self._zipfile: zipfile.ZipFile | None = None
+
+    def __enter__(self) -> EntryReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._zipfile is not None:
+            self._zipfile.close()
+        self.file.close()
+
+    def read(self, entry: ZipEntry, limits: ZipLimits) -> bytes:
+        """The unpacked bytes of `entry`, or InvalidInput with a reason (too big, damaged)."""
+        cap = limits.max_entry_uncompressed
+        if entry.size > cap:
+            raise InvalidInput(
+                f"'{entry.name}' unpacks to more than {_mb(cap)}, the limit for one file. Shrink the picture or "
+                "leave it out.",
+                field=entry.name,
+            )
+        if entry.offset < 0 or entry.method not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            if self._zipfile is None:
+                self._zipfile = zipfile.ZipFile(self.path)
+            return read_entry(self._zipfile, entry, limits)
+        try:
+            data = self._read_direct(entry, cap)
+        except InvalidInput:
+            raise
+        except Exception as error:  # noqa: BLE001 - zlib and struct each have their own errors
+            raise InvalidInput(
+                f"'{entry.name}' could not be unpacked: the zip is damaged ({error}). Zip the folder again.",
+                field=entry.name,
+            ) from error
+        if len(data) != entry.size or zlib.crc32(data) != entry.crc:
+            raise InvalidInput(
+                f"'{entry.name}' is damaged inside the zip (its checksum does not match). Zip the folder again.",
+                field=entry.name,
+            )
+        return data
+
+    def _read_direct(self, entry: ZipEntry, cap: int) -> bytes:
+        self.file.seek(entry.offset)
+        header = self.file.read(_LOCAL_HEADER.size)
+        fields = _LOCAL_HEADER.unpack(header)
+        if fields[0] != _LOCAL_MAGIC:
+            raise ValueError("bad local header")
+        self.file.seek(fields[-2] + fields[-1], os.SEEK_CUR)  # name and extra field
+        raw = self.file.read(entry.compressed_size)
+        if entry.method == zipfile.ZIP_STORED:
+            return raw
+        inflater = zlib.decompressobj(-15)
+        data = inflater.decompress(raw, cap + 1)
+        if len(data) > cap:
+            raise InvalidInput(
+                f"'{entry.name}' unpacks to more than {_mb(cap)}, the limit for one file.", field=entry.name
+            )
+        return data
 
 
 def stratified_split(labels: Sequence[str], *, test_fraction: float = 0.2, seed: int = 0) -> list[Split]:
@@ -297,9 +379,7 @@ def _is_junk(part: str) -> bool:
 
 def _entry_problem(info: zipfile.ZipInfo, lowered: str, unix_mode: int, limits: ZipLimits) -> str | None:
     if stat.S_ISLNK(unix_mode):
-        return (
-            "It is a link to another file, not a file; links are not followed. Replace it with the picture."
-        )
+        return "It is a link to another file, not a file; links are not followed. Replace it with the picture."
     if info.flag_bits & _ENCRYPTED_FLAG:
         return "It is password-protected. Zip the pictures again without a password."
     if info.compress_type not in _READABLE_METHODS:
@@ -343,7 +423,9 @@ def _detect_layout(paths: list[list[str]]) -> tuple[Literal["train_test", "class
     return "class_folders", prefix
 
 
-def _assign(scan: _Scan, layout: str, prefix: list[str]) -> tuple[list[ZipEntry], list[ZipReject], set[str]]:
+def _assign(
+    scan: _Scan, layout: str, prefix: list[str], infos: list[zipfile.ZipInfo]
+) -> tuple[list[ZipEntry], list[ZipReject], set[str]]:
     """Give each candidate its class and split, or a reason; also return the invalid class folder names."""
     depth = len(prefix)
     width = 3 if layout == "train_test" else 2  # parts below the prefix of a well-placed file
@@ -372,7 +454,12 @@ def _assign(scan: _Scan, layout: str, prefix: list[str]) -> tuple[list[ZipEntry]
             reason = f"Its folder {raw!r} cannot be a class name: {_class_name_problem(raw)}."
             rejects.append(ZipReject(name, reason))
             continue
-        entries.append(ZipEntry(name=name, index=index, label=label, split=split, size=size))
+        info = infos[index]
+        entries.append(
+            ZipEntry(
+                name, index, label, split, size, info.header_offset, info.compress_size, info.compress_type, info.CRC
+            )
+        )
     return entries, rejects, {raw for raw, label in labels.items() if label is None}
 
 

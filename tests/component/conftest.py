@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import bcrypt
@@ -14,6 +16,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cluster import security
+from cluster.catalog import models as catalog_models
+from cluster.catalog import users as catalog_users
+from cluster.catalog.db import utcnow
+from cluster.catalog.models import ModelSpec
 from cluster.config import Settings
 from cluster.services import Services, local_services
 from serve.api import create_api
@@ -98,16 +104,30 @@ class Account:
         return {"Authorization": f"Bearer {self.token}"}
 
 
+@functools.cache
+def password_hash() -> str:
+    """PASSWORD hashed once for the session (at bcrypt's lowest cost, see fast_bcrypt)."""
+    return bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode()
+
+
 @pytest.fixture
-def make_account(client: TestClient) -> Callable[[str], Account]:
-    """Register a user and sign in: the account with a session token."""
+def make_account(services: Services) -> Callable[[str], Account]:
+    """An account with a session token, made in the catalog directly: each HTTP request costs tens of
+    milliseconds here, and registering and signing in over HTTP is what test_api_auth.py tests."""
 
     def make(username: str) -> Account:
-        created = client.post("/v1/auth/register", json={"username": username, "password": PASSWORD})
-        assert created.status_code == 201, created.text
-        session = client.post("/v1/auth/login", json={"username": username, "password": PASSWORD})
-        assert session.status_code == 200, session.text
-        return Account(created.json()["id"], username, session.json()["access_token"])
+        user = services.catalog.call_sync(catalog_users.create_user, username, password_hash())
+        secret, token_hash, hint = security.new_token("session")
+        services.catalog.call_sync(
+            catalog_users.create_token,
+            user.id,
+            name="session",
+            kind="session",
+            token_hash=token_hash,
+            hint=hint,
+            expires_at=utcnow() + timedelta(hours=1),
+        )
+        return Account(user.id, username, secret)
 
     return make
 
@@ -123,11 +143,9 @@ def bob(make_account: Callable[[str], Account]) -> Account:
 
 
 @pytest.fixture
-def model_id(client: TestClient, alice: Account) -> str:
+def model_id(services: Services, alice: Account) -> str:
     """An empty model of alice's."""
-    response = client.post("/v1/models", json={"name": "flowers"}, headers=alice.headers)
-    assert response.status_code == 201, response.text
-    return response.json()["id"]
+    return services.catalog.call_sync(catalog_models.create_model, alice.id, ModelSpec("flowers")).id
 
 
 @pytest.fixture

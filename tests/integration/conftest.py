@@ -69,8 +69,14 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     data_dir: Path = tmp_path_factory.mktemp("platform")
     port = free_port()
     settings = Settings(data_dir=data_dir, api_port=port, environment="test", ray_namespace=f"test-{port}")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, namespace=settings.ray_namespace,
-             logging_level="ERROR", log_to_driver=False)
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        namespace=settings.ray_namespace,
+        logging_level="ERROR",
+        log_to_driver=False,
+    )
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         serve.run(build_app(AppArgs(settings)), name=APP_NAME, route_prefix="/", blocking=False)

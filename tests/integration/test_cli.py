@@ -18,7 +18,11 @@ pytestmark = pytest.mark.ray
 def classifly(env: dict[str, str], *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "cluster.cli", *args],
-        env=env, input=stdin, capture_output=True, text=True, timeout=400,
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=400,
     )
 
 

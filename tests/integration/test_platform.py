@@ -71,8 +71,13 @@ def test_register_token_import_stats_and_isolation(platform, tmp_path: Path) -> 
     assert content.status_code == 200 and len(content.content) == image["data"][0]["size_bytes"]
 
     bob = platform.login("bob")
-    for path in (f"/v1/models/{model_id}", f"/v1/models/{model_id}/dataset", f"/v1/models/{model_id}/images",
-                 started.headers["Location"], image["data"][0]["content_url"]):
+    for path in (
+        f"/v1/models/{model_id}",
+        f"/v1/models/{model_id}/dataset",
+        f"/v1/models/{model_id}/images",
+        started.headers["Location"],
+        image["data"][0]["content_url"],
+    ):
         response = http.get(path, headers=bob)
         assert response.status_code == 404, (path, response.text)
         assert response.headers["content-type"] == "application/problem+json"
@@ -114,8 +119,12 @@ def test_single_uploads_and_problem_json(platform) -> None:
     assert uploaded.status_code == 201, uploaded.text
     body = uploaded.json()
     assert (body["accepted"], body["rejected"]) == (3, 1)
-    bad = http.post(f"/v1/models/{model_id}/images", data={"label": "red"},
-                    files=[("files", ("x.jpg", io.BytesIO(b"nope"), "image/jpeg"))], headers=dave)
+    bad = http.post(
+        f"/v1/models/{model_id}/images",
+        data={"label": "red"},
+        files=[("files", ("x.jpg", io.BytesIO(b"nope"), "image/jpeg"))],
+        headers=dave,
+    )
     assert bad.status_code == 422
     assert bad.headers["content-type"] == "application/problem+json"
     assert "Traceback" not in bad.text
