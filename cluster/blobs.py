@@ -192,6 +192,9 @@ class FsspecBlobStore(LocalBlobStore):
     def has_image(self, sha256: str) -> bool:
         return self.fs.exists(self._key(image_key(sha256)))
 
+    def get_image(self, sha256: str) -> bytes:
+        return self.get(image_key(sha256))
+
     def get(self, key: str) -> bytes:
         try:
             return self.fs.cat_file(self._key(key))

@@ -103,7 +103,13 @@ def run_import(request: ImportRequest, catalog: Catalog, blobs: BlobStore, mappe
         catalog.call_sync(catalog_jobs.start_job, request.job_id, total=len(plan.entries), message="Reading pictures")
         decoded = _decode_all(request, plan, catalog, mapper)
         phases["decode"] = time.perf_counter() - started - sum(phases.values())
-        offered = _with_splits(decoded) + [
+        held = catalog.call_sync(
+            catalog_images.known_shas,
+            request.owner_id,
+            request.model_id,
+            sorted({image.sha256 for image in decoded if image.sha256}),
+        )
+        offered = _with_splits(decoded, held) + [
             NewImage(_reject_label(reject.name), reject.name, 0, reject_reason=reject.reason) for reject in plan.rejects
         ]
         catalog.call_sync(catalog_jobs.report_progress, request.job_id, len(plan.entries), len(plan.entries), "Saving")
@@ -182,9 +188,18 @@ def _decode_all(request: ImportRequest, plan: ZipPlan, catalog: Catalog, mapper:
     return results
 
 
-def _with_splits(decoded: list[NewImage]) -> list[NewImage]:
-    """Give readable images without a split (class-folder layout) a stratified, seeded 80/20 split."""
-    unsplit = [i for i, image in enumerate(decoded) if image.split is None and image.reject_reason is None]
+def _with_splits(decoded: list[NewImage], held: set[str]) -> list[NewImage]:
+    """Give readable images without a split (class-folder layout) a stratified, seeded 80/20 split.
+
+    Only pictures that will really be added take part: the first copy of each picture in the zip, and none
+    the dataset already holds (those become duplicates or conflicts and would leave holes in the split).
+    """
+    seen = set(held)
+    unsplit = []
+    for index, image in enumerate(decoded):
+        if image.split is None and image.reject_reason is None and image.sha256 not in seen:
+            seen.add(image.sha256)
+            unsplit.append(index)
     if not unsplit:
         return decoded
     splits = stratified_split([decoded[i].label for i in unsplit], test_fraction=0.2, seed=SPLIT_SEED)

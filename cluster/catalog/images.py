@@ -91,12 +91,14 @@ def add_images(
     *,
     quota_bytes: int,
     job_id: str | None = None,
+    require_usable: bool = False,
 ) -> list[Outcome]:
     """Add offered files to the dataset in one go: de-duplicate, check the quota, assign splits, insert.
 
     Same picture already in the same class: a duplicate (not stored twice). Same picture in another class:
     rejected, because one picture cannot teach two answers. Files without a split go to test so that each
-    class keeps about 20 % of its pictures for testing.
+    class keeps about 20 % of its pictures for testing. With `require_usable`, an offer in which no file
+    is usable changes nothing and raises InvalidInput listing the reasons.
     """
     get_owned_model(conn, owner_id, model_id)
     known = dict(
@@ -130,6 +132,12 @@ def add_images(
         accepted.append(image)
         outcomes.append(Outcome(image.original_name, image.label, "accepted"))
 
+    if require_usable and all(outcome.status == "rejected" for outcome in outcomes):
+        reasons = "; ".join(f"'{o.original_name}': {o.reason}" for o in outcomes[:5])
+        raise InvalidInput(
+            f"None of the files could be used, so nothing was added. {reasons}",
+            extra={"results": [{"name": o.original_name, "status": o.status, "reason": o.reason} for o in outcomes]},
+        )
     _check_quota(conn, owner_id, accepted, quota_bytes)
     class_ids = ensure_classes(conn, owner_id, model_id, sorted({image.label for image in accepted}))
     splits = _assign_splits(conn, model_id, accepted)
@@ -240,6 +248,8 @@ def _insert(
         }
         for name, value in values.items():
             columns[name].append(value)
+    # DuckDB refuses register() while an earlier fetchone() result is still open; finish it first.
+    conn.execute("SELECT 1").fetchall()
     conn.register("incoming_images", pa.table(columns))
     try:
         conn.execute(f"INSERT INTO images ({_IMAGE_COLUMNS}) SELECT {_IMAGE_COLUMNS} FROM incoming_images")
@@ -340,6 +350,19 @@ def unreferenced(conn: Connection, shas: list[str]) -> list[str]:
         ).fetchall()
     }
     return [sha for sha in shas if sha not in used]
+
+
+def known_shas(conn: Connection, owner_id: str, model_id: str, shas: list[str]) -> set[str]:
+    """Those of `shas` that the model's dataset already holds."""
+    get_owned_model(conn, owner_id, model_id)
+    if not shas:
+        return set()
+    rows = conn.execute(
+        "SELECT DISTINCT i.sha256 FROM images i JOIN (SELECT unnest(?) AS sha256) o ON o.sha256 = i.sha256"
+        " WHERE i.model_id = ? AND i.status = 'accepted'",
+        [shas, model_id],
+    ).fetchall()
+    return {row[0] for row in rows}
 
 
 def training_view(conn: Connection, owner_id: str, model_id: str) -> list[tuple[int, str, str, str]]:

@@ -127,6 +127,9 @@ def update_model(conn: Connection, owner_id: str, model_id: str, changes: dict[s
     unknown = set(changes) - allowed
     if unknown:
         raise InvalidInput(f"These fields cannot be changed: {', '.join(sorted(unknown))}.")
+    for required in ("name", "description", "time_budget_s", "options"):
+        if required in changes and changes[required] is None:
+            raise InvalidInput(f"'{required}' cannot be empty; leave it out to keep the current value.", field=required)
     merged = ModelSpec(
         name=changes.get("name", current.name),
         description=changes.get("description", current.description),

@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from cluster.blobs import sha256_hex
 from cluster.catalog import images as catalog_images
+from cluster.catalog import models as catalog_models
 from cluster.catalog.images import ImageRecord, NewImage
 from pipelines.errors import InvalidInput, NotFound
 from pipelines.images import inspect_image, make_thumbnail
@@ -54,6 +55,7 @@ async def upload_images(
 ) -> UploadOut:
     """Add pictures to a class (one or many files); duplicates are skipped, unreadable files rejected."""
     check_content_length(request, services.settings.max_upload_bytes)
+    await services.catalog.call(catalog_models.get_owned_model, principal.id, model_id)  # before storing any blob
     clean_label = validate_class_name(label)
     if len(files) > MAX_FILES_PER_UPLOAD:
         raise InvalidInput(f"Send at most {MAX_FILES_PER_UPLOAD} files at once, or upload a zip to /imports.")
@@ -69,18 +71,13 @@ async def upload_images(
         model_id,
         offered,
         quota_bytes=quota_of(services, principal.user),
+        require_usable=True,
     )
     results = [
         FileOutcome(name=o.original_name, status=o.status, image_id=o.image_id, split=o.split, reason=o.reason)
         for o in outcomes
     ]
     counts = {kind: sum(1 for o in outcomes if o.status == kind) for kind in ("accepted", "duplicate", "rejected")}
-    if counts["rejected"] == len(outcomes):
-        reasons = "; ".join(f"{o.original_name}: {o.reason}" for o in outcomes[:5])
-        raise InvalidInput(
-            f"None of the files could be used. {reasons}",
-            extra={"results": [r.model_dump() for r in results]},
-        )
     return UploadOut(
         accepted=counts["accepted"],
         duplicates=counts["duplicate"],

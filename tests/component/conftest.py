@@ -1,4 +1,9 @@
-"""The REST API in-process: FastAPI's TestClient over local services (in-memory catalog, blobs under tmp_path)."""
+"""The REST API in-process: FastAPI's TestClient over local services (in-memory catalog, blobs under tmp_path).
+
+Each test gets fresh services (`client`, `services`, `alice`, `bob`, `model_id`). Tables of requests that must
+be refused without changing anything share one API per module instead (`world`): every such test asserts
+that the stored state is unchanged, so sharing cannot hide a leak between them.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import functools
 import os
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -26,11 +32,19 @@ from serve.api import create_api
 
 PASSWORD = "password123"
 FINAL_JOB_STATES = ("succeeded", "failed", "interrupted", "cancelled")
+TEST_LIMITS: dict[str, object] = {
+    "catalog_path": ":memory:",
+    "environment": "test",
+    "quota_bytes": 50 * 2**20,
+    "max_upload_bytes": 20 * 2**20,
+    "max_image_bytes": 2 * 2**20,
+    "import_batch_size": 8,
+}
 
 
 @pytest.fixture(autouse=True)
 def fast_bcrypt(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Speed only: bcrypt's default cost takes ~0.25 s a hash, and nearly every test here registers users.
+    """Speed only: bcrypt's default cost takes ~0.25 s a hash, and many tests here register users.
 
     The real cost is exercised by the integration tests. The cached dummy hash (used for unknown users) is
     cleared on both sides so no cheap hash outlives these tests.
@@ -42,35 +56,23 @@ def fast_bcrypt(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     security.dummy_hash.cache_clear()
 
 
-@pytest.fixture
-def settings_overrides() -> dict[str, object]:
-    """Override in a test module (or parametrize indirectly) to change a limit for its tests."""
-    return {}
+def build_settings(data_dir: Path, **overrides: object) -> Settings:
+    """Test settings that no CLASSIFLY_ variable or .env file of the developer's can change."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in list(os.environ):
+            if name.upper().startswith("CLASSIFLY_"):
+                patch.delenv(name)
+        return Settings(_env_file=None, data_dir=data_dir, **{**TEST_LIMITS, **overrides})
 
 
-@pytest.fixture
-def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, settings_overrides: dict[str, object]) -> Settings:
-    for name in list(os.environ):
-        if name.upper().startswith("CLASSIFLY_"):
-            monkeypatch.delenv(name)
-    values: dict[str, object] = {
-        "data_dir": tmp_path / "data",
-        "catalog_path": ":memory:",
-        "environment": "test",
-        "quota_bytes": 50 * 2**20,
-        "max_upload_bytes": 20 * 2**20,
-        "max_image_bytes": 2 * 2**20,
-        "import_batch_size": 8,
-    }
-    return Settings(_env_file=None, **{**values, **settings_overrides})
-
-
-@pytest.fixture
-def services(settings: Settings) -> Iterator[Services]:
+@contextmanager
+def running_services(settings: Settings) -> Iterator[Services]:
     built = local_services(settings)
-    yield built
-    built.jobs.wait()  # no import thread may outlive its catalog
-    built.catalog.close()
+    try:
+        yield built
+    finally:
+        built.jobs.wait()  # no import thread may outlive its catalog
+        built.catalog.close()
 
 
 def _problem_responses_are_clean(response: httpx.Response) -> None:
@@ -86,8 +88,8 @@ def _problem_responses_are_clean(response: httpx.Response) -> None:
     assert body["code"] and body["title"] and body["detail"]
 
 
-@pytest.fixture
-def client(services: Services) -> Iterator[TestClient]:
+@contextmanager
+def api_client(services: Services) -> Iterator[TestClient]:
     with TestClient(create_api(services)) as test_client:
         test_client.event_hooks["response"].append(_problem_responses_are_clean)
         yield test_client
@@ -106,51 +108,92 @@ class Account:
 
 @functools.cache
 def password_hash() -> str:
-    """PASSWORD hashed once for the session (at bcrypt's lowest cost, see fast_bcrypt)."""
+    """PASSWORD hashed once for the session, at bcrypt's lowest cost (see fast_bcrypt)."""
     return bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode()
+
+
+def create_account(services: Services, username: str) -> Account:
+    """An account with a session token, made in the catalog directly: each HTTP request costs tens of
+    milliseconds here, and registering and signing in over HTTP is what test_api_auth.py tests."""
+    user = services.catalog.call_sync(catalog_users.create_user, username, password_hash())
+    secret, token_hash, hint = security.new_token("session")
+    services.catalog.call_sync(
+        catalog_users.create_token,
+        user.id,
+        name="session",
+        kind="session",
+        token_hash=token_hash,
+        hint=hint,
+        expires_at=utcnow() + timedelta(hours=1),
+    )
+    return Account(user.id, username, secret)
+
+
+def create_model(services: Services, owner: Account, name: str = "flowers") -> str:
+    return services.catalog.call_sync(catalog_models.create_model, owner.id, ModelSpec(name)).id
+
+
+def stored_state(services: Services) -> dict[str, list]:
+    """Every catalog row and stored file, read directly: what a refused request must leave as it was."""
+    conn = services.catalog.conn  # read between requests, while no import thread runs
+    tables = ("users", "models", "classes", "images", "jobs", "counters", "model_versions")
+    queries = {table: f"SELECT * FROM {table}" for table in tables}
+    queries["tokens"] = "SELECT id, user_id, revoked_at FROM tokens"  # last_used_at moves with every request
+    state = {name: sorted(conn.execute(sql).fetchall(), key=repr) for name, sql in queries.items()}
+    state["files"] = sorted(services.blobs.iter_keys(""))
+    return state
+
+
+# --- one fresh API per test ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, object]:
+    """Parametrize this (`@pytest.mark.parametrize("settings_overrides", [{...}])`) to change a limit."""
+    return {}
+
+
+@pytest.fixture
+def settings(tmp_path: Path, settings_overrides: dict[str, object]) -> Settings:
+    return build_settings(tmp_path / "data", **settings_overrides)
+
+
+@pytest.fixture
+def services(settings: Settings) -> Iterator[Services]:
+    with running_services(settings) as built:
+        yield built
+
+
+@pytest.fixture
+def client(services: Services) -> Iterator[TestClient]:
+    with api_client(services) as test_client:
+        yield test_client
 
 
 @pytest.fixture
 def make_account(services: Services) -> Callable[[str], Account]:
-    """An account with a session token, made in the catalog directly: each HTTP request costs tens of
-    milliseconds here, and registering and signing in over HTTP is what test_api_auth.py tests."""
-
-    def make(username: str) -> Account:
-        user = services.catalog.call_sync(catalog_users.create_user, username, password_hash())
-        secret, token_hash, hint = security.new_token("session")
-        services.catalog.call_sync(
-            catalog_users.create_token,
-            user.id,
-            name="session",
-            kind="session",
-            token_hash=token_hash,
-            hint=hint,
-            expires_at=utcnow() + timedelta(hours=1),
-        )
-        return Account(user.id, username, secret)
-
-    return make
+    return functools.partial(create_account, services)
 
 
 @pytest.fixture
-def alice(make_account: Callable[[str], Account]) -> Account:
-    return make_account("alice")
+def alice(services: Services) -> Account:
+    return create_account(services, "alice")
 
 
 @pytest.fixture
-def bob(make_account: Callable[[str], Account]) -> Account:
-    return make_account("bob")
+def bob(services: Services) -> Account:
+    return create_account(services, "bob")
 
 
 @pytest.fixture
 def model_id(services: Services, alice: Account) -> str:
     """An empty model of alice's."""
-    return services.catalog.call_sync(catalog_models.create_model, alice.id, ModelSpec("flowers")).id
+    return create_model(services, alice)
 
 
 @pytest.fixture
 def wait_for_job(client: TestClient) -> Callable[..., dict]:
-    """Poll a job's URL until it is final (deadline, not a fixed sleep); returns the job."""
+    """Poll a job's URL until it is final (a deadline, not a fixed sleep); returns the job."""
 
     def wait(url: str, headers: dict[str, str], deadline_s: float = 20.0) -> dict:
         end = time.monotonic() + deadline_s
@@ -163,3 +206,24 @@ def wait_for_job(client: TestClient) -> Callable[..., dict]:
             time.sleep(0.02)
 
     return wait
+
+
+# --- one API per module, for requests that must change nothing ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class World:
+    services: Services
+    client: TestClient
+    alice: Account
+    bob: Account
+    model_id: str
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    """alice with an empty model, and bob, on one API shared by a module's refusal tables."""
+    settings = build_settings(tmp_path_factory.mktemp("world"))
+    with running_services(settings) as services, api_client(services) as client:
+        alice = create_account(services, "alice")
+        yield World(services, client, alice, create_account(services, "bob"), create_model(services, alice))

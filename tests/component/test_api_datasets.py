@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from cluster.catalog import jobs as catalog_jobs
 from cluster.services import Services
-from tests.component.conftest import Account
+from tests.component.conftest import Account, World, stored_state
 from tests.factories import make_image, make_zip
 
 
@@ -155,27 +155,31 @@ def test_failed_import_is_a_failed_job_that_changes_nothing(
         pytest.param("application/zip", b"", id="empty-body"),
     ],
 )
-def test_import_needs_a_zip_body(
-    client: TestClient, alice: Account, model_id: str, services: Services, content_type: str, body: bytes
-) -> None:
-    response = client.post(
-        f"/v1/models/{model_id}/imports", content=body, headers={**alice.headers, "Content-Type": content_type}
+def test_import_needs_a_zip_body(world: World, content_type: str, body: bytes) -> None:
+    before = stored_state(world.services)  # jobs and files: no job, and no upload left behind
+
+    response = world.client.post(
+        f"/v1/models/{world.model_id}/imports",
+        content=body,
+        headers={**world.alice.headers, "Content-Type": content_type},
     )
 
     assert response.status_code == 422
-    assert client.get(f"/v1/models/{model_id}/imports", headers=alice.headers).json()["count"] == 0
-    assert incoming_files(services) == []
+    assert stored_state(world.services) == before
 
 
-def test_multipart_without_the_file_field_is_refused(client: TestClient, alice: Account, model_id: str) -> None:
-    response = client.post(
-        f"/v1/models/{model_id}/imports",
+def test_multipart_without_the_file_field_is_refused(world: World) -> None:
+    before = stored_state(world.services)
+
+    response = world.client.post(
+        f"/v1/models/{world.model_id}/imports",
         files={"other": ("pets.zip", b"PK", "application/zip")},
-        headers=alice.headers,
+        headers=world.alice.headers,
     )
 
     assert response.status_code == 422
     assert response.json()["field"] == "file"
+    assert stored_state(world.services) == before
 
 
 def test_second_import_while_one_is_active_is_a_conflict(
@@ -295,7 +299,7 @@ def test_cleanup_with_room_to_spare_does_nothing(
     assert client.get(f"/v1/models/{model_id}", headers=alice.headers).json()["num_images"] == 15
 
 
-def test_cleanup_validation(client: TestClient, alice: Account) -> None:
-    response = client.post("/v1/me/storage/cleanup", json={"free_bytes": 0}, headers=alice.headers)
+def test_cleanup_validation(world: World) -> None:
+    response = world.client.post("/v1/me/storage/cleanup", json={"free_bytes": 0}, headers=world.alice.headers)
 
     assert response.status_code == 422

@@ -12,7 +12,7 @@ from PIL import Image
 
 from cluster.blobs import image_key, sha256_hex
 from cluster.services import Services
-from tests.component.conftest import Account
+from tests.component.conftest import Account, World, stored_state
 from tests.factories import make_image
 
 RED = make_image((200, 10, 10), (40, 30), "PNG", mark=1)
@@ -134,17 +134,16 @@ def test_all_bad_files_is_a_problem_that_changes_nothing(
         pytest.param({"label": "roses"}, [], id="no-files"),
     ],
 )
-def test_upload_validation(
-    client: TestClient, alice: Account, model_id: str, services: Services, form: dict, files: list
-) -> None:
-    response = client.post(
-        f"/v1/models/{model_id}/images", data=form, files=files or None, headers=alice.headers
+def test_upload_validation(world: World, form: dict, files: list) -> None:
+    before = stored_state(world.services)
+
+    response = world.client.post(
+        f"/v1/models/{world.model_id}/images", data=form, files=files or None, headers=world.alice.headers
     )
 
     assert response.status_code == 422
     assert response.json()["code"] == "invalid_input"
-    assert blob_files(services) == set()
-    assert count_all(client, alice, model_id) == 0
+    assert stored_state(world.services) == before
 
 
 @pytest.mark.parametrize("settings_overrides", [{"max_image_bytes": 1000}])
@@ -177,8 +176,7 @@ def test_upload_over_quota_adds_nothing(client: TestClient, alice: Account, mode
 # --- list, fetch, thumbnail ---------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def garden(client: TestClient, alice: Account, model_id: str) -> dict[str, list[int]]:
+def plant(client: TestClient, alice: Account, model_id: str) -> dict[str, list[int]]:
     """Five roses and two tulips in train, one rose in test, one reject: image ids by group."""
     roses = [make_image((200, 0, 0), (8, 8), mark=i) for i in range(5)]
     tulips = [make_image((0, 0, 200), (8, 8), mark=i) for i in range(2)]
@@ -192,8 +190,22 @@ def garden(client: TestClient, alice: Account, model_id: str) -> dict[str, list[
         [("r9.png", make_image((200, 0, 0), (8, 8), mark=9)), ("junk.png", b"junk")],
         split="test",
     )
-    ids = lambda result: [r["image_id"] for r in result["results"]]  # noqa: E731
+
+    def ids(result: dict) -> list[int]:
+        return [r["image_id"] for r in result["results"]]
+
     return {"roses-train": ids(train), "tulips": ids(more), "roses-test": ids(test)[:1], "rejected": ids(test)[1:]}
+
+
+@pytest.fixture
+def garden(client: TestClient, alice: Account, model_id: str) -> dict[str, list[int]]:
+    return plant(client, alice, model_id)
+
+
+@pytest.fixture(scope="module")
+def shared_garden(world: World) -> dict[str, list[int]]:
+    """The same garden in the module's shared world, for reads and refusals."""
+    return plant(world.client, world.alice, world.model_id)
 
 
 @pytest.mark.parametrize(
@@ -207,20 +219,18 @@ def garden(client: TestClient, alice: Account, model_id: str) -> dict[str, list[
         pytest.param({"label": "lilies"}, [], id="unknown-class"),
     ],
 )
-def test_list_filters(
-    client: TestClient, alice: Account, model_id: str, garden: dict[str, list[int]], params: dict, groups: list[str]
-) -> None:
-    listed = images_of(client, alice, model_id, **params)
+def test_list_filters(world: World, shared_garden: dict[str, list[int]], params: dict, groups: list[str]) -> None:
+    listed = images_of(world.client, world.alice, world.model_id, **params)
 
-    expected = sorted(i for group in groups for i in garden[group])
+    expected = sorted(i for group in groups for i in shared_garden[group])
     assert [image["id"] for image in listed["data"]] == expected
     assert listed["count"] == len(expected)
 
 
-def test_list_pagination(client: TestClient, alice: Account, model_id: str, garden: dict[str, list[int]]) -> None:
-    everything = sorted(garden["roses-train"] + garden["tulips"] + garden["roses-test"])
+def test_list_pagination(world: World, shared_garden: dict[str, list[int]]) -> None:
+    everything = sorted(shared_garden["roses-train"] + shared_garden["tulips"] + shared_garden["roses-test"])
 
-    pages = [images_of(client, alice, model_id, limit=3, offset=offset) for offset in (0, 3, 6)]
+    pages = [images_of(world.client, world.alice, world.model_id, limit=3, offset=offset) for offset in (0, 3, 6)]
 
     assert [page["count"] for page in pages] == [8, 8, 8]
     assert [image["id"] for page in pages for image in page["data"]] == everything
@@ -237,8 +247,8 @@ def test_list_pagination(client: TestClient, alice: Account, model_id: str, gard
         pytest.param({"status": "deleted"}, id="unknown-status"),
     ],
 )
-def test_list_validation(client: TestClient, alice: Account, model_id: str, params: dict) -> None:
-    response = client.get(f"/v1/models/{model_id}/images", params=params, headers=alice.headers)
+def test_list_validation(world: World, params: dict) -> None:
+    response = world.client.get(f"/v1/models/{world.model_id}/images", params=params, headers=world.alice.headers)
 
     assert response.status_code == 422
     assert response.json()["errors"]
@@ -292,21 +302,21 @@ def test_thumbnail_size_is_validated(client: TestClient, alice: Account, model_i
     assert response.status_code == 422
 
 
-def test_rejected_image_has_no_content(
-    client: TestClient, alice: Account, model_id: str, garden: dict[str, list[int]]
-) -> None:
-    (reject,) = garden["rejected"]
+def test_rejected_image_has_no_content(world: World, shared_garden: dict[str, list[int]]) -> None:
+    (reject,) = shared_garden["rejected"]
 
     for suffix in ("content", "thumbnail"):
-        response = client.get(f"/v1/models/{model_id}/images/{reject}/{suffix}", headers=alice.headers)
+        url = f"/v1/models/{world.model_id}/images/{reject}/{suffix}"
+        response = world.client.get(url, headers=world.alice.headers)
         assert response.status_code == 404
         assert "rejected" in response.json()["detail"]
 
 
-def test_unknown_image_is_not_found(client: TestClient, alice: Account, model_id: str) -> None:
+def test_unknown_image_is_not_found(world: World) -> None:
+    base = f"/v1/models/{world.model_id}/images"
     for url in ("/999", "/999/content", "/999/thumbnail"):
-        assert client.get(f"/v1/models/{model_id}/images{url}", headers=alice.headers).status_code == 404
-    assert client.get(f"/v1/models/{model_id}/images/abc", headers=alice.headers).status_code == 422
+        assert world.client.get(base + url, headers=world.alice.headers).status_code == 404
+    assert world.client.get(base + "/abc", headers=world.alice.headers).status_code == 422
 
 
 # --- move and delete ----------------------------------------------------------------------------------------
@@ -332,26 +342,26 @@ def test_move_to_another_class_and_split(
     "body",
     [pytest.param({"split": "val"}, id="unknown-split"), pytest.param({"label": "a/b"}, id="bad-label")],
 )
-def test_move_validation(
-    client: TestClient, alice: Account, model_id: str, garden: dict[str, list[int]], body: dict
-) -> None:
-    image_id = garden["roses-train"][0]
-    before = client.get(f"/v1/models/{model_id}/images/{image_id}", headers=alice.headers).json()
+def test_move_validation(world: World, shared_garden: dict[str, list[int]], body: dict) -> None:
+    url = f"/v1/models/{world.model_id}/images/{shared_garden['roses-train'][0]}"
+    before = stored_state(world.services)
 
-    response = client.patch(f"/v1/models/{model_id}/images/{image_id}", json=body, headers=alice.headers)
+    response = world.client.patch(url, json=body, headers=world.alice.headers)
 
     assert response.status_code == 422
-    assert client.get(f"/v1/models/{model_id}/images/{image_id}", headers=alice.headers).json() == before
+    assert stored_state(world.services) == before
 
 
-def test_moving_a_reject_is_refused(
-    client: TestClient, alice: Account, model_id: str, garden: dict[str, list[int]]
-) -> None:
-    (reject,) = garden["rejected"]
+def test_moving_a_reject_is_refused(world: World, shared_garden: dict[str, list[int]]) -> None:
+    (reject,) = shared_garden["rejected"]
+    before = stored_state(world.services)
 
-    response = client.patch(f"/v1/models/{model_id}/images/{reject}", json={"label": "roses"}, headers=alice.headers)
+    response = world.client.patch(
+        f"/v1/models/{world.model_id}/images/{reject}", json={"label": "roses"}, headers=world.alice.headers
+    )
 
     assert response.status_code == 422
+    assert stored_state(world.services) == before
 
 
 def test_delete_one_image(client: TestClient, alice: Account, model_id: str, garden: dict[str, list[int]]) -> None:
@@ -392,7 +402,9 @@ def test_blob_is_collected_only_when_no_image_refers_to_it(
 
     client.delete(f"/v1/models/{model_id}/images/{in_first['image_id']}", headers=alice.headers)
     assert key in blob_files(services)  # the other model still shows it
-    assert client.get(f"/v1/models/{other}/images/{in_second['image_id']}/content", headers=alice.headers).content == RED
+    assert (
+        client.get(f"/v1/models/{other}/images/{in_second['image_id']}/content", headers=alice.headers).content == RED
+    )
 
     client.delete(f"/v1/models/{other}/images/{in_second['image_id']}", headers=alice.headers)
     assert key not in blob_files(services)

@@ -7,7 +7,7 @@ from fastapi.testclient import TestClient
 
 from cluster.catalog import jobs as catalog_jobs
 from cluster.services import Services
-from tests.component.conftest import Account
+from tests.component.conftest import Account, World, stored_state
 from tests.factories import make_image
 
 
@@ -57,15 +57,17 @@ def test_create_model_returns_it_with_defaults(client: TestClient, alice: Accoun
         pytest.param({"name": "m", "time_budget_s": "soon"}, "time_budget_s", id="budget-not-a-number"),
     ],
 )
-def test_create_model_validation(client: TestClient, alice: Account, body: dict, field: str) -> None:
-    response = client.post("/v1/models", json=body, headers=alice.headers)
+def test_create_model_validation(world: World, body: dict, field: str) -> None:
+    before = stored_state(world.services)
+
+    response = world.client.post("/v1/models", json=body, headers=world.alice.headers)
 
     assert response.status_code == 422
     problem = response.json()
     assert problem["code"] == "invalid_input"
     assert field in [error["field"] for error in problem["errors"]]
     assert field in problem["detail"]
-    assert client.get("/v1/models", headers=alice.headers).json()["count"] == 0
+    assert stored_state(world.services) == before
 
 
 def test_blank_name_is_refused_by_the_catalog(client: TestClient, alice: Account) -> None:
@@ -110,14 +112,14 @@ def test_update_model_changes_only_what_is_sent(client: TestClient, alice: Accou
         pytest.param({"description": None}, id="null-description"),
     ],
 )
-def test_update_model_validation(client: TestClient, alice: Account, model_id: str, body: dict) -> None:
-    before = client.get(f"/v1/models/{model_id}", headers=alice.headers).json()
+def test_update_model_validation(world: World, body: dict) -> None:
+    before = stored_state(world.services)
 
-    response = client.patch(f"/v1/models/{model_id}", json=body, headers=alice.headers)
+    response = world.client.patch(f"/v1/models/{world.model_id}", json=body, headers=world.alice.headers)
 
     assert response.status_code == 422, response.text
     assert response.json()["code"] == "invalid_input"
-    assert client.get(f"/v1/models/{model_id}", headers=alice.headers).json() == before
+    assert stored_state(world.services) == before
 
 
 def test_model_status_follows_its_data(client: TestClient, alice: Account, model_id: str) -> None:
@@ -168,7 +170,9 @@ def test_sample_image(client: TestClient, alice: Account, model_id: str) -> None
 
 def test_unreadable_sample_image_is_refused(client: TestClient, alice: Account, model_id: str) -> None:
     response = client.put(
-        f"/v1/models/{model_id}/sample", files={"file": ("s.jpg", b"not a picture", "image/jpeg")}, headers=alice.headers
+        f"/v1/models/{model_id}/sample",
+        files={"file": ("s.jpg", b"not a picture", "image/jpeg")},
+        headers=alice.headers,
     )
 
     assert response.status_code == 422
@@ -176,6 +180,15 @@ def test_unreadable_sample_image_is_refused(client: TestClient, alice: Account, 
 
 
 # --- classes ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def daisy(world: World) -> None:
+    """The shared model has a class 'daisy'."""
+    created = world.client.post(
+        f"/v1/models/{world.model_id}/classes", json={"name": "daisy"}, headers=world.alice.headers
+    )
+    assert created.status_code == 201
 
 
 def test_create_and_list_classes(client: TestClient, alice: Account, model_id: str) -> None:
@@ -201,16 +214,16 @@ def test_create_and_list_classes(client: TestClient, alice: Account, model_id: s
         pytest.param("x" * 101, 422, "invalid_input", id="too-long"),
     ],
 )
-def test_create_class_refusals(
-    client: TestClient, alice: Account, model_id: str, name: str, status: int, code: str
-) -> None:
-    client.post(f"/v1/models/{model_id}/classes", json={"name": "daisy"}, headers=alice.headers)
+def test_create_class_refusals(world: World, daisy: None, name: str, status: int, code: str) -> None:
+    before = stored_state(world.services)
 
-    response = client.post(f"/v1/models/{model_id}/classes", json={"name": name}, headers=alice.headers)
+    response = world.client.post(
+        f"/v1/models/{world.model_id}/classes", json={"name": name}, headers=world.alice.headers
+    )
 
     assert response.status_code == status
     assert response.json()["code"] == code
-    assert client.get(f"/v1/models/{model_id}/classes", headers=alice.headers).json()["count"] == 1
+    assert stored_state(world.services) == before
 
 
 def test_unknown_class_is_not_found(client: TestClient, alice: Account, model_id: str) -> None:

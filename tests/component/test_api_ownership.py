@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 
 from cluster.catalog import jobs as catalog_jobs
 from cluster.services import Services
-from tests.component.conftest import Account
+from tests.component.conftest import Account, World, create_model, stored_state
 from tests.factories import make_image
 
 ROSE = make_image((200, 0, 0), (16, 16), mark=1)
@@ -23,28 +23,24 @@ class Garden:
     job_id: str
 
 
-@pytest.fixture
-def garden(client: TestClient, alice: Account, model_id: str, services: Services) -> Garden:
-    """Alice's model with a class 'roses' holding one picture, and a finished import job."""
+def plant(client: TestClient, services: Services, alice: Account, model_id: str) -> Garden:
+    """A class 'roses' holding one picture in alice's model, and a finished import job."""
     files = [("files", ("rose.png", ROSE, "image/png"))]
-    uploaded = client.post(
-        f"/v1/models/{model_id}/images", data={"label": "roses"}, files=files, headers=alice.headers
-    ).json()
+    uploaded = client.post(f"/v1/models/{model_id}/images", data={"label": "roses"}, files=files, headers=alice.headers)
+    assert uploaded.status_code == 201, uploaded.text
     job = services.catalog.call_sync(catalog_jobs.create_job, alice.id, "import", model_id=model_id)
     services.catalog.call_sync(catalog_jobs.finish_job, job.id, status="succeeded", message="ok", result={})
-    return Garden(model_id, uploaded["results"][0]["image_id"], job.id)
+    return Garden(model_id, uploaded.json()["results"][0]["image_id"], job.id)
 
 
-def stored_state(services: Services) -> dict[str, list]:
-    """Every catalog row and stored file, read directly: what a refused request must leave as it was."""
-    conn = services.catalog.conn  # read between requests, while no import thread is running
-    queries = {
-        table: f"SELECT * FROM {table}" for table in ("users", "models", "classes", "images", "jobs", "counters")
-    }
-    queries["tokens"] = "SELECT id, user_id, revoked_at FROM tokens"  # last_used_at moves on every request
-    state = {name: sorted(conn.execute(sql).fetchall(), key=repr) for name, sql in queries.items()}
-    state["files"] = sorted(services.blobs.iter_keys(""))
-    return state
+@pytest.fixture(scope="module")
+def shared_garden(world: World) -> Garden:
+    return plant(world.client, world.services, world.alice, world.model_id)
+
+
+@pytest.fixture
+def garden(client: TestClient, services: Services, alice: Account, model_id: str) -> Garden:
+    return plant(client, services, alice, model_id)
 
 
 ZIP = ("pets.zip", b"PK\x05\x06" + b"\0" * 18, "application/zip")
@@ -93,15 +89,9 @@ def _fill(value: object, garden: Garden, model_id: str) -> object:
 
 @pytest.mark.parametrize(("method", "path", "kwargs"), REQUESTS)
 def test_someone_elses_resources_are_not_found(
-    client: TestClient,
-    alice: Account,
-    bob: Account,
-    garden: Garden,
-    services: Services,
-    method: str,
-    path: str,
-    kwargs: dict,
+    world: World, shared_garden: Garden, method: str, path: str, kwargs: dict
 ) -> None:
+    client, services, bob, garden = world.client, world.services, world.bob, shared_garden
     before = stored_state(services)
 
     missing_model = "mdl_000000000000"
@@ -141,11 +131,14 @@ def test_cleanup_of_one_account_never_touches_another(
 def test_same_picture_in_two_accounts_is_stored_once_and_kept_for_the_other(
     client: TestClient, alice: Account, bob: Account, garden: Garden, services: Services
 ) -> None:
-    bobs_model = client.post("/v1/models", json={"name": "bobs"}, headers=bob.headers).json()["id"]
+    bobs_model = create_model(services, bob, "bobs")
     files = [("files", ("rose.png", ROSE, "image/png"))]
     client.post(f"/v1/models/{bobs_model}/images", data={"label": "roses"}, files=files, headers=bob.headers)
 
     client.delete(f"/v1/models/{bobs_model}", headers=bob.headers)
 
-    assert client.get(f"/v1/models/{garden.model_id}/images/{garden.image_id}/content", headers=alice.headers).content == ROSE
+    assert (
+        client.get(f"/v1/models/{garden.model_id}/images/{garden.image_id}/content", headers=alice.headers).content
+        == ROSE
+    )
     assert len(list(services.blobs.iter_keys("images"))) == 1

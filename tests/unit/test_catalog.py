@@ -90,10 +90,6 @@ def add(conn: Connection, owner: UserRecord, model_id: str, offered: list[NewIma
     return call(conn, images.add_images, owner.id, model_id, offered, quota_bytes=quota, **kw)
 
 
-def count_rows(conn: Connection, table: str) -> int:
-    return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-
-
 def snapshot(conn: Connection) -> dict[str, list]:
     """Every row of the tables that hold user data, to prove a failed call changed nothing."""
     tables = ("users", "tokens", "models", "classes", "images", "jobs", "counters")
@@ -178,12 +174,15 @@ def test_new_ids_are_prefixed_and_distinct() -> None:
 
 
 @pytest.mark.parametrize("taken", [pytest.param("alice", id="same"), pytest.param("ALICE", id="upper-case")])
-def test_duplicate_username_is_a_conflict_whatever_the_case(conn: Connection, alice: UserRecord, taken: str) -> None:
+def test_duplicate_username_is_a_conflict_whatever_the_case(shared, taken: str) -> None:
+    conn = shared[0]
+    before = snapshot(conn)
+
     with pytest.raises(Conflict) as caught:
         call(conn, users.create_user, taken, "other")
 
     assert caught.value.field == "username"
-    assert count_rows(conn, "users") == 1
+    assert snapshot(conn) == before
 
 
 def test_password_hash_lookup_ignores_case(conn: Connection, alice: UserRecord) -> None:
@@ -202,7 +201,9 @@ def test_set_quota_and_list_users(conn: Connection, alice: UserRecord, bob: User
     assert call(conn, users.list_users_count) == 2
 
 
-def new_token(conn: Connection, user: UserRecord, secret: str, *, kind: str = "api", expires_in: timedelta | None = None):
+def new_token(
+    conn: Connection, user: UserRecord, secret: str, *, kind: str = "api", expires_in: timedelta | None = None
+):
     expires_at = utcnow() + expires_in if expires_in is not None else None
     return call(
         conn,
@@ -375,11 +376,14 @@ def test_update_model_changes_only_what_is_given(conn: Connection, alice: UserRe
         pytest.param({"time_budget_s": 1}, id="short-budget"),
     ],
 )
-def test_update_model_refuses_bad_changes(conn: Connection, alice: UserRecord, model, changes: dict) -> None:
+def test_update_model_refuses_bad_changes(shared, changes: dict) -> None:
+    conn, alice, _, model = shared
+    before = snapshot(conn)
+
     with pytest.raises(InvalidInput):
         call(conn, models.update_model, alice.id, model.id, changes)
 
-    assert call(conn, models.get_owned_model, alice.id, model.id) == model
+    assert snapshot(conn) == before
 
 
 def test_set_model_fields_stores_platform_fields(conn: Connection, alice: UserRecord, model) -> None:
@@ -429,9 +433,7 @@ OWNED_CALLS = [
     pytest.param(lambda c, u, m: models.rename_class(c, u, m, "cat", "kitty"), id="rename-class"),
     pytest.param(lambda c, u, m: models.delete_class(c, u, m, "cat"), id="delete-class"),
     pytest.param(lambda c, u, m: models.ensure_classes(c, u, m, ["bird"]), id="ensure-classes"),
-    pytest.param(
-        lambda c, u, m: images.add_images(c, u, m, [picture("cat", 99)], quota_bytes=QUOTA), id="add-images"
-    ),
+    pytest.param(lambda c, u, m: images.add_images(c, u, m, [picture("cat", 99)], quota_bytes=QUOTA), id="add-images"),
     pytest.param(lambda c, u, m: images.list_images(c, u, m), id="list-images"),
     pytest.param(lambda c, u, m: images.get_image(c, u, m, 1), id="get-image"),
     pytest.param(lambda c, u, m: images.update_image(c, u, m, 1, split="test"), id="update-image"),
@@ -498,13 +500,14 @@ def test_create_class_cleans_the_name_and_starts_empty(conn: Connection, alice: 
         pytest.param("cat", Conflict, id="existing"),
     ],
 )
-def test_create_class_refuses(conn: Connection, alice: UserRecord, model, name: str, error: type) -> None:
-    call(conn, models.create_class, alice.id, model.id, "cat")
+def test_create_class_refuses(shared, name: str, error: type) -> None:
+    conn, alice, _, model = shared  # its model has the classes 'cat' and 'dog'
+    before = snapshot(conn)
 
     with pytest.raises(error):
         call(conn, models.create_class, alice.id, model.id, name)
 
-    assert count_rows(conn, "classes") == 1
+    assert snapshot(conn) == before
 
 
 def test_class_counts_per_split(conn: Connection, alice: UserRecord, model) -> None:
@@ -657,7 +660,13 @@ def test_quota_exceeded_writes_nothing(conn: Connection, alice: UserRecord, mode
     before = snapshot(conn)
 
     with pytest.raises(QuotaExceeded) as caught:
-        add(conn, alice, model.id, [picture("dog", i, size=300) for i in range(2)] + [unreadable("x", "x/y")], quota=1000)
+        add(
+            conn,
+            alice,
+            model.id,
+            [picture("dog", i, size=300) for i in range(2)] + [unreadable("x", "x/y")],
+            quota=1000,
+        )
 
     assert snapshot(conn) == before
     assert caught.value.extra == {"used_bytes": 600, "quota_bytes": 1000, "needed_bytes": 600}
@@ -1008,17 +1017,15 @@ def test_cleanup_plan_removes_the_same_share_of_every_group(
     assert plan.freed_bytes >= plan.needed_bytes == 2000
     assert plan.freed_bytes == sum(crowded[i] for i in plan.image_ids)
     everything, removed = groups_of(conn), groups_of(conn, plan.image_ids)
-    shares = []
     for group, members in everything.items():
         taken = removed.get(group, [])
         assert len(taken) < len(members), f"{group} would lose every picture"
-        shares.append(len(taken) / len(members))
         # Largest files first within a group.
         assert sorted(crowded[i] for i in taken) == sorted(crowded[i] for i in members)[len(members) - len(taken) :]
-    groups_above_one = [len(m) for m in everything.values() if len(m) > 1]
-    assert max(shares) - min(s for s, n in zip(shares, map(len, everything.values()), strict=True) if n > 1) <= 1 / min(
-        groups_above_one
-    )
+    shares = [len(removed.get(group, [])) / len(members) for group, members in everything.items() if len(members) > 1]
+    smallest = min(len(members) for members in everything.values() if len(members) > 1)
+    # One share for every group; rounding to whole pictures moves each by less than one picture of the smallest.
+    assert max(shares) - min(shares) < 1 / smallest
     per_class = {row["class"]: (row["before"], row["removed"]) for row in plan.per_class}
     assert per_class == {
         "cat": (25, len(removed.get(("cat", "train"), [])) + len(removed.get(("cat", "test"), []))),

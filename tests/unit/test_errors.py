@@ -73,9 +73,7 @@ def test_invalid_input_is_a_value_error() -> None:
 
 def test_errors_registry_lists_every_subclass_once() -> None:
     defined = {
-        value
-        for value in vars(errors).values()
-        if isinstance(value, type) and issubclass(value, ClassiflyError)
+        value for value in vars(errors).values() if isinstance(value, type) and issubclass(value, ClassiflyError)
     }
 
     assert set(ERRORS) == defined

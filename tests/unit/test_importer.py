@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from cluster.blobs import LocalBlobStore, sha256_hex
-from cluster.catalog import images, jobs, models, users
+from cluster.catalog import jobs, models, users
 from cluster.catalog.client import LocalCatalog
 from cluster.catalog.models import ModelSpec
 from cluster.importer import SPLIT_SEED, ImportRequest, run_import, serial_map
@@ -149,7 +149,13 @@ def test_report_lists_duplicates_rejects_and_empty_folders(setup: Setup) -> None
     assert report["duplicates"] == 1
     assert report["duplicate_names"] == ["cat/copy-of-0.png"]
     reasons = {reject["name"]: reject["reason"] for reject in report["rejects"]}
-    assert set(reasons) == {"dog/copy-of-1.png", "dog/notes.jpg", "cat/kittens/small.png", "../escape.png", "cat/link.png"}
+    assert set(reasons) == {
+        "dog/copy-of-1.png",
+        "dog/notes.jpg",
+        "cat/kittens/small.png",
+        "../escape.png",
+        "cat/link.png",
+    }
     assert "'cat'" in reasons["dog/copy-of-1.png"]
     assert "not a picture" in reasons["dog/notes.jpg"]
     assert "sub-folder" in reasons["cat/kittens/small.png"]
@@ -160,7 +166,9 @@ def test_report_lists_duplicates_rejects_and_empty_folders(setup: Setup) -> None
     assert report["empty_folders"] == ["bird"]
     assert any("'bird' had no pictures" in warning for warning in report["warnings"])
     assert report["ignored_files"] == 2
-    assert report["summary"] == "Added 6 pictures in 2 classes, skipped 1 duplicates, rejected 5 files (see the reasons)."
+    assert (
+        report["summary"] == "Added 6 pictures in 2 classes, skipped 1 duplicates, rejected 5 files (see the reasons)."
+    )
     assert job.status == "succeeded"
 
     # The catalog holds exactly what the report says: accepted rows, reject rows with reasons, no duplicate row.

@@ -1,0 +1,1 @@
+"""Classifly benchmarks: ``python -m bench`` (``make bench``); see bench/README.md."""
