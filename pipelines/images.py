@@ -101,9 +101,7 @@ class PreprocessingPolicy:
     def from_dict(cls, d: dict[str, Any]) -> PreprocessingPolicy:
         expected = {"image_size", "color", "resize"}
         if set(d) != expected:
-            raise InvalidInput(
-                f"A preprocessing policy needs exactly the keys {sorted(expected)}, got {sorted(d)}."
-            )
+            raise InvalidInput(f"A preprocessing policy needs exactly the keys {sorted(expected)}, got {sorted(d)}.")
         return cls(image_size=d["image_size"], color=d["color"], resize=d["resize"])
 
 
@@ -139,9 +137,7 @@ def choose_policy(shape: DatasetShape) -> PreprocessingPolicy:
       otherwise (panoramas mixed with portraits), so that no picture loses a part that may hold its subject.
     """
     if not shape.widths:
-        raise InvalidInput(
-            "There are no accepted pictures yet, so the input size cannot be chosen. Add pictures."
-        )
+        raise InvalidInput("There are no accepted pictures yet, so the input size cannot be chosen. Add pictures.")
     widths = np.asarray(shape.widths, dtype=np.float64)
     heights = np.asarray(shape.heights, dtype=np.float64)
     shorter = float(np.median(np.minimum(widths, heights)))
@@ -176,9 +172,7 @@ def preprocess(image: Image.Image, policy: PreprocessingPolicy) -> np.ndarray:
         scale = side / max(width, height)
         inner_size = (max(1, round(width * scale)), max(1, round(height * scale)))
         square = Image.new(image.mode, (side, side), 0)
-        square.paste(
-            image.resize(inner_size, _RESAMPLE), ((side - inner_size[0]) // 2, (side - inner_size[1]) // 2)
-        )
+        square.paste(image.resize(inner_size, _RESAMPLE), ((side - inner_size[0]) // 2, (side - inner_size[1]) // 2))
     array = np.array(square, dtype=np.uint8)  # a copy: callers may augment in place
     return array[:, :, None] if array.ndim == 2 else array
 

@@ -57,16 +57,12 @@ class _TensorRecord:
     stride: tuple[int, ...]
 
 
-def _rebuild_tensor_v2(
-    storage: Any, storage_offset: int, size: Any, stride: Any, *unused: Any
-) -> _TensorRecord:
+def _rebuild_tensor_v2(storage: Any, storage_offset: int, size: Any, stride: Any, *unused: Any) -> _TensorRecord:
     # Stands in for torch._utils._rebuild_tensor_v2: the storages come after this pickle, so only
     # remember where the tensor lives and build it once the bytes have been read.
     if not isinstance(storage, _StorageRef):
         raise InvalidInput("The .pth file holds a tensor whose storage is not a plain storage reference.")
-    return _TensorRecord(
-        storage, int(storage_offset), tuple(int(s) for s in size), tuple(int(s) for s in stride)
-    )
+    return _TensorRecord(storage, int(storage_offset), tuple(int(s) for s in size), tuple(int(s) for s in stride))
 
 
 class _StateDictUnpickler(pickle.Unpickler):
@@ -109,9 +105,7 @@ def read_state_dict(
             )
         protocol_version = pickle.load(stream)
         if protocol_version != LEGACY_PROTOCOL_VERSION:
-            raise InvalidInput(
-                f"'{path}' uses torch file protocol {protocol_version}, not {LEGACY_PROTOCOL_VERSION}."
-            )
+            raise InvalidInput(f"'{path}' uses torch file protocol {protocol_version}, not {LEGACY_PROTOCOL_VERSION}.")
         system_info = pickle.load(stream)
         if not system_info.get("little_endian", False):
             raise InvalidInput(f"'{path}' was written on a big-endian machine, which is not supported.")
@@ -175,9 +169,7 @@ def _materialize(
     if storage is None:
         raise InvalidInput(f"'{path}': tensor '{key}' uses storage '{record.storage.key}', which is missing.")
     if len(record.size) != len(record.stride) or any(s < 0 for s in (*record.size, *record.stride)):
-        raise InvalidInput(
-            f"'{path}': tensor '{key}' has an invalid size {record.size} / stride {record.stride}."
-        )
+        raise InvalidInput(f"'{path}': tensor '{key}' has an invalid size {record.size} / stride {record.stride}.")
     start = record.storage.view_offset + record.offset
     last = start + sum((size - 1) * stride for size, stride in zip(record.size, record.stride, strict=True))
     if min(record.size, default=1) > 0 and (start < 0 or last >= storage.size):

@@ -37,9 +37,7 @@ def make_image(
     if mark is not None:
         pixels = [(mark >> shift) & 0xFF for shift in (0, 8, 16)]
         image.putpixel((0, 0), (*pixels, 255)[: len(image.mode)])
-        image.putpixel(
-            (min(1, size[0] - 1), 0), (255 - pixels[0], 255 - pixels[1], 0, 255)[: len(image.mode)]
-        )
+        image.putpixel((min(1, size[0] - 1), 0), (255 - pixels[0], 255 - pixels[1], 0, 255)[: len(image.mode)])
     buffer = io.BytesIO()
     _convert(image, mode).save(buffer, fmt, **save_kwargs)
     return buffer.getvalue()
@@ -60,9 +58,7 @@ def _convert(image: Image.Image, mode: str) -> Image.Image:
     return image.convert(mode)
 
 
-def make_gradient(
-    size: tuple[int, int] = (32, 32), fmt: str = "PNG", mode: str = "RGB", **save_kwargs
-) -> bytes:
+def make_gradient(size: tuple[int, int] = (32, 32), fmt: str = "PNG", mode: str = "RGB", **save_kwargs) -> bytes:
     """A picture whose pixels all differ: red grows left to right, green top to bottom."""
     width, height = size
     red = np.linspace(0, 255, width, dtype=np.float64)[None, :].repeat(height, 0)
@@ -105,9 +101,7 @@ def make_declared_png(width: int, height: int, *, mode_byte: int = 0) -> bytes:
     shape that costs nothing to build. `mode_byte` is the PNG colour type (0 gray, 2 RGB)."""
 
     def chunk(kind: bytes, payload: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
-        )
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
 
     header = struct.pack(">IIBBBBB", width, height, 8, mode_byte, 0, 0, 0)
     return (

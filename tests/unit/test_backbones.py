@@ -177,9 +177,7 @@ def test_weights_that_do_not_fit_are_refused(tmp_path: Path, monkeypatch: pytest
     assert list(tmp_path.iterdir()) == []
 
 
-def test_available_backbones_explains_a_missing_package(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_available_backbones_explains_a_missing_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     missing = dataclasses.replace(
         backbones.BACKBONES["efficientnet_lite0"], name="missing", weights_package="classifly_no_such_weights"
     )

@@ -40,12 +40,8 @@ def _close(actual, expected, tolerance=4):
 FORMATS = [
     pytest.param(make_image(fmt="JPEG"), ImageInfo(32, 32, "RGB", "JPEG", False), RED, id="jpeg"),
     pytest.param(make_image(), ImageInfo(32, 32, "RGB", "PNG", False), RED, id="png-rgb"),
-    pytest.param(
-        make_image(mode="L"), ImageInfo(32, 32, "L", "PNG", True), (RED_AS_GRAY,) * 3, id="png-gray"
-    ),
-    pytest.param(
-        make_image(mode="I;16"), ImageInfo(32, 32, "I;16", "PNG", True), (RED_AS_GRAY,) * 3, id="png-16bit"
-    ),
+    pytest.param(make_image(mode="L"), ImageInfo(32, 32, "L", "PNG", True), (RED_AS_GRAY,) * 3, id="png-gray"),
+    pytest.param(make_image(mode="I;16"), ImageInfo(32, 32, "I;16", "PNG", True), (RED_AS_GRAY,) * 3, id="png-16bit"),
     pytest.param(make_image(mode="P"), ImageInfo(32, 32, "P", "PNG", False), RED, id="png-palette"),
     pytest.param(
         make_image((*RED, 255), mode="RGBA"),
@@ -76,9 +72,7 @@ FORMATS = [
         (RED_AS_GRAY,) * 3,
         id="tiff-float",
     ),
-    pytest.param(
-        make_image(fmt="JPEG", mode="CMYK"), ImageInfo(32, 32, "CMYK", "JPEG", False), RED, id="jpeg-cmyk"
-    ),
+    pytest.param(make_image(fmt="JPEG", mode="CMYK"), ImageInfo(32, 32, "CMYK", "JPEG", False), RED, id="jpeg-cmyk"),
 ]
 
 
@@ -159,12 +153,8 @@ def _corrupt_crc(data: bytes, chunk: bytes) -> bytes:
         pytest.param(make_noise(fmt="JPEG")[:300], "damaged or incomplete JPEG", id="jpeg-header-only"),
         pytest.param(make_noise(fmt="BMP")[:3000], "damaged or incomplete BMP", id="truncated-bmp"),
         pytest.param(b"BMI,weight,height\n22.5,70,1.76\n", "it is a text file", id="text-starting-like-bmp"),
-        pytest.param(
-            _corrupt_crc(make_noise(fmt="PNG"), b"IDAT"), "checksum of its IDAT", id="png-bad-idat-crc"
-        ),
-        pytest.param(
-            _corrupt_crc(make_noise(fmt="PNG"), b"IHDR"), "checksum of its IHDR", id="png-bad-ihdr-crc"
-        ),
+        pytest.param(_corrupt_crc(make_noise(fmt="PNG"), b"IDAT"), "checksum of its IDAT", id="png-bad-idat-crc"),
+        pytest.param(_corrupt_crc(make_noise(fmt="PNG"), b"IHDR"), "checksum of its IHDR", id="png-bad-ihdr-crc"),
         pytest.param(b"\x00\x00\x00\x20ftypheic\x00\x00\x00\x00", "HEIC", id="heic"),
     ],
 )
@@ -351,9 +341,7 @@ def test_load_for_model_is_decode_then_preprocess():
 
 
 def test_load_for_model_gray():
-    array = load_for_model(
-        make_image(), "a.png", PreprocessingPolicy(28, "gray", "stretch"), max_pixels=MAX_PIXELS
-    )
+    array = load_for_model(make_image(), "a.png", PreprocessingPolicy(28, "gray", "stretch"), max_pixels=MAX_PIXELS)
 
     assert array.shape == (28, 28, 1)
     assert abs(int(array[0, 5, 0]) - RED_AS_GRAY) <= 1
@@ -390,9 +378,7 @@ def test_make_thumbnail(data, size, fmt, expected_size):
 
 
 def test_thumbnail_keeps_transparency():
-    thumbnail = _open(
-        make_thumbnail(make_image((*RED, 0), (200, 200), mode="RGBA"), "a", size=32, max_pixels=10**6)
-    )
+    thumbnail = _open(make_thumbnail(make_image((*RED, 0), (200, 200), mode="RGBA"), "a", size=32, max_pixels=10**6))
 
     assert thumbnail.mode == "RGBA"
     assert thumbnail.getpixel((5, 5))[3] == 0

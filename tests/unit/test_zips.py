@@ -116,9 +116,7 @@ def test_train_test_misplaced_files_are_rejected(tmp_path):
     ("layout", "expected"),
     [
         pytest.param({"flowers": {"daisy": 2, "rose": 3}}, {"daisy": 2, "rose": 3}, id="one-wrapper"),
-        pytest.param(
-            {"flowers": {"flowers": {"daisy": 2, "rose": 3}}}, {"daisy": 2, "rose": 3}, id="doubled"
-        ),
+        pytest.param({"flowers": {"flowers": {"daisy": 2, "rose": 3}}}, {"daisy": 2, "rose": 3}, id="doubled"),
     ],
 )
 def test_wrapping_folders_are_looked_through(tmp_path, layout, expected):
@@ -130,9 +128,7 @@ def test_wrapping_folders_are_looked_through(tmp_path, layout, expected):
 
 
 def test_wrapper_around_train_test(tmp_path):
-    plan = plan_zip(
-        make_zip(tmp_path, {"mnist_png": {"training": {"0": 2, "1": 2}, "testing": {"0": 1, "1": 1}}})
-    )
+    plan = plan_zip(make_zip(tmp_path, {"mnist_png": {"training": {"0": 2, "1": 2}, "testing": {"0": 1, "1": 1}}}))
 
     assert plan.layout == "train_test"
     assert _splits(plan) == {("0", "train"): 2, ("1", "train"): 2, ("0", "test"): 1, ("1", "test"): 1}
@@ -225,17 +221,13 @@ def test_zip_slip_names_are_rejected(tmp_path, name):
 
 
 def test_symlinks_are_rejected(tmp_path):
-    plan = plan_zip(
-        make_zip(tmp_path, {"cat": 1}, extra={zip_info("cat/link.png", symlink=True): b"/etc/passwd"})
-    )
+    plan = plan_zip(make_zip(tmp_path, {"cat": 1}, extra={zip_info("cat/link.png", symlink=True): b"/etc/passwd"}))
 
     assert "link" in _rejected(plan)["cat/link.png"]
     assert _labels(plan) == {"cat": 1}
 
 
-@pytest.mark.parametrize(
-    "name", ["cat/more.zip", "cat/MORE.ZIP", "cat/x.tar.gz", "cat/x.tgz", "cat/x.7z", "cat/x.rar"]
-)
+@pytest.mark.parametrize("name", ["cat/more.zip", "cat/MORE.ZIP", "cat/x.tar.gz", "cat/x.tgz", "cat/x.7z", "cat/x.rar"])
 def test_nested_archives_are_rejected(tmp_path, name):
     plan = plan_zip(make_zip(tmp_path, {"cat": 1}, extra={name: b"PK\x03\x04"}))
 
