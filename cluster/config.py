@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     max_zip_entries: int = 200_000
     max_zip_ratio: float = 200.0
     max_zip_uncompressed_bytes: int = 20 * GiB
-    import_batch_size: int = 2_500
+    import_batch_size: int = Field(0, description="Zip entries per decode task; 0 = about three tasks per CPU")
     import_parallelism: int = Field(0, description="Decode tasks running at once during an import; 0 = number of CPUs")
 
     ingress_replicas: int = 1

@@ -6,17 +6,20 @@ interrupted import leaves the dataset exactly as it was (only unreferenced blobs
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import math
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from cluster.blobs import BlobStore, sha256_hex
+from cluster.blobs import BlobStore, PackWriter, sha256_hex
 from cluster.catalog import images as catalog_images
 from cluster.catalog import jobs as catalog_jobs
 from cluster.catalog.client import Catalog
-from cluster.catalog.images import NewImage, Outcome
+from cluster.catalog.images import ImageColumns, NewImage, Outcome
 from cluster.catalog.stats import dataset_warnings
 from pipelines.errors import ClassiflyError, InvalidInput
 from pipelines.images import inspect_image
@@ -37,17 +40,39 @@ class DecodeBatch:
     max_pixels: int
 
 
-def decode_batch(batch: DecodeBatch) -> list[NewImage]:
+@contextlib.contextmanager
+def paused_gc() -> Iterator[None]:
+    """Pause Python's cycle collector around bulk work that makes many objects but no cycles.
+
+    In a Ray worker every collection walks Ray's own large heap: 15 % of a decode task's time went there.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def decode_batch(batch: DecodeBatch) -> ImageColumns:
     """Read, hash, check and store one batch of zip entries; unreadable files become rejects with a reason."""
     from cluster.blobs import open_blob_store
 
     blobs = open_blob_store(batch.blob_root)
-    with blobs.local_path(batch.upload_key) as path, EntryReader(path) as reader:
-        return [decode_entry(reader, entry, blobs, batch.limits, batch.max_pixels) for entry in batch.entries]
+    with (
+        paused_gc(),
+        blobs.local_path(batch.upload_key) as path,
+        EntryReader(path) as reader,
+        blobs.pack_writer() as pack,
+    ):
+        return ImageColumns.of(
+            decode_entry(reader, entry, pack, batch.limits, batch.max_pixels) for entry in batch.entries
+        )
 
 
 def decode_entry(
-    reader: EntryReader, entry: ZipEntry, blobs: BlobStore, limits: ZipLimits, max_pixels: int
+    reader: EntryReader, entry: ZipEntry, pack: PackWriter, limits: ZipLimits, max_pixels: int
 ) -> NewImage:
     """One entry of the zip as a NewImage: stored and described, or rejected with the reason."""
     try:
@@ -56,7 +81,6 @@ def decode_entry(
     except InvalidInput as error:
         return NewImage(entry.label, entry.name, entry.size, split=entry.split, reject_reason=error.detail)
     sha = sha256_hex(data)
-    blobs.put_image(sha, data)
     return NewImage(
         label=entry.label,
         original_name=entry.name,
@@ -68,13 +92,14 @@ def decode_entry(
         mode=info.mode,
         format=info.format,
         is_gray=info.is_gray,
+        ref=pack.add(sha, data),
     )
 
 
-Mapper = Callable[[Callable[[DecodeBatch], list[NewImage]], list[DecodeBatch]], Iterator[list[NewImage]]]
+Mapper = Callable[[Callable[[DecodeBatch], ImageColumns], list[DecodeBatch]], Iterator[ImageColumns]]
 
 
-def serial_map(fn: Callable[[DecodeBatch], list[NewImage]], batches: list[DecodeBatch]) -> Iterator[list[NewImage]]:
+def serial_map(fn: Callable[[DecodeBatch], ImageColumns], batches: list[DecodeBatch]) -> Iterator[ImageColumns]:
     """Decode batches one after another in this process (tests, tiny uploads)."""
     for batch in batches:
         yield fn(batch)
@@ -90,7 +115,8 @@ class ImportRequest:
     limits: ZipLimits
     max_pixels: int
     quota_bytes: int
-    batch_size: int = 2_500
+    batch_size: int = 0  # 0: chosen from the entry count and `parallelism`
+    parallelism: int = 2
 
 
 def run_import(request: ImportRequest, catalog: Catalog, blobs: BlobStore, mapper: Mapper = serial_map) -> dict:
@@ -101,7 +127,8 @@ def run_import(request: ImportRequest, catalog: Catalog, blobs: BlobStore, mappe
             plan = plan_zip(path, request.limits)
         phases = {"plan": time.perf_counter() - started}
         catalog.call_sync(catalog_jobs.start_job, request.job_id, total=len(plan.entries), message="Reading pictures")
-        decoded = _decode_all(request, plan, catalog, mapper)
+        with paused_gc():
+            decoded = _decode_all(request, plan, catalog, mapper)
         phases["decode"] = time.perf_counter() - started - sum(phases.values())
         held = catalog.call_sync(
             catalog_images.known_shas,
@@ -117,12 +144,12 @@ def run_import(request: ImportRequest, catalog: Catalog, blobs: BlobStore, mappe
             catalog_images.add_images,
             request.owner_id,
             request.model_id,
-            offered,
+            ImageColumns.of(offered),
             quota_bytes=request.quota_bytes,
             job_id=request.job_id,
         )
         phases["save"] = time.perf_counter() - started - sum(phases.values())
-        report = build_report(plan, outcomes, seconds=time.perf_counter() - started)
+        report = build_report(plan, outcomes.rows(), seconds=time.perf_counter() - started)
         report["phase_seconds"] = {name: round(value, 2) for name, value in phases.items()}
         catalog.call_sync(
             catalog_jobs.finish_job,
@@ -164,26 +191,34 @@ def _reject_label(name: str) -> str:
     return "" if label in (".", "..") or ":" in label else label
 
 
+def batch_size_for(entries: int, parallelism: int) -> int:
+    """About three batches per worker: fewer means idle workers at the end, more means per-task overhead
+    (scheduling, opening the zip, one pack fsync each) that cost 2.5 s of 7.5 on MNIST with 28 batches."""
+    return max(256, min(10_000, math.ceil(entries / max(1, parallelism * 3))))
+
+
 def _decode_all(request: ImportRequest, plan: ZipPlan, catalog: Catalog, mapper: Mapper) -> list[NewImage]:
+    size = request.batch_size or batch_size_for(len(plan.entries), request.parallelism)
     batches = [
         DecodeBatch(
             request.blob_root,
             request.upload_key,
-            plan.entries[start : start + request.batch_size],
+            plan.entries[start : start + size],
             request.limits,
             request.max_pixels,
         )
-        for start in range(0, len(plan.entries), request.batch_size)
+        for start in range(0, len(plan.entries), size)
     ]
-    done, results = 0, []
+    done, parts = 0, []
     last_report = time.monotonic()
     for batch_result in mapper(decode_batch, batches):
-        results.extend(batch_result)
+        parts.append(batch_result)
         done += len(batch_result)
         if time.monotonic() - last_report > 0.5:
             catalog.call_sync(catalog_jobs.report_progress, request.job_id, done, len(plan.entries), "Reading pictures")
             last_report = time.monotonic()
     order = {entry.name: position for position, entry in enumerate(plan.entries)}
+    results = ImageColumns.concat(parts).rows()
     results.sort(key=lambda image: order[image.original_name])
     return results
 
@@ -206,7 +241,7 @@ def _with_splits(decoded: list[NewImage], held: set[str]) -> list[NewImage]:
     result = list(decoded)
     for index, split in zip(unsplit, splits, strict=True):
         image = result[index]
-        result[index] = NewImage(**{**asdict(image), "split": split})
+        result[index] = replace(image, split=split)
     return result
 
 

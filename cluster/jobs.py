@@ -35,23 +35,22 @@ def ray_map(parallelism: int, cpus_per_task: float = 0.5) -> Callable[[Callable[
     return mapper
 
 
-def _import_driver(request: ImportRequest, namespace: str, parallelism: int) -> None:
+def _import_driver(request: ImportRequest, namespace: str) -> None:
     catalog = RayCatalog(get_catalog_actor(namespace))
-    run_import(request, catalog, open_blob_store(request.blob_root), ray_map(parallelism))
+    run_import(request, catalog, open_blob_store(request.blob_root), ray_map(request.parallelism))
 
 
 class JobsActor:
     """Owns the driver task of every running job, so jobs outlive the API replica that started them."""
 
-    def __init__(self, namespace: str, parallelism: int):
+    def __init__(self, namespace: str):
         self.namespace = namespace
-        self.parallelism = parallelism
         self.running: dict[str, ray.ObjectRef] = {}
         self.driver = ray.remote(num_cpus=0, max_retries=0)(_import_driver)
 
     def submit_import(self, request: ImportRequest) -> None:
         self._prune()
-        self.running[request.job_id] = self.driver.remote(request, self.namespace, self.parallelism)
+        self.running[request.job_id] = self.driver.remote(request, self.namespace)
 
     def running_jobs(self) -> list[str]:
         self._prune()
@@ -65,12 +64,12 @@ class JobsActor:
         self.running = {job: ref for job, ref in self.running.items() if ref not in finished}
 
 
-def start_jobs_actor(namespace: str, parallelism: int) -> ray.actor.ActorHandle:
+def start_jobs_actor(namespace: str) -> ray.actor.ActorHandle:
     """Get or start the detached jobs actor."""
     handle = (
         ray.remote(JobsActor)
         .options(name=JOBS_ACTOR, namespace=namespace, lifetime="detached", get_if_exists=True, num_cpus=0)
-        .remote(namespace, parallelism)
+        .remote(namespace)
     )
     ray.get(handle.running_jobs.remote())
     return handle

@@ -7,6 +7,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -202,9 +203,24 @@ def up(settings: Settings, *, with_ui: bool = True, out=print) -> Endpoints:
 
 
 def _ray_alive(address: str) -> bool:
-    result = subprocess.run(
-        [ray_executable(), "status", f"--address={address}"], capture_output=True, text=True, env=_ray_env()
-    )
+    """Whether a Ray cluster answers at `address` (a dead address is told in a second, not after minutes of
+    `ray status` retries)."""
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=1):
+            pass
+    except (OSError, ValueError):
+        return False
+    try:
+        result = subprocess.run(
+            [ray_executable(), "status", f"--address={address}"],
+            capture_output=True,
+            text=True,
+            env=_ray_env(),
+            timeout=60,
+        )
+    except subprocess.TimeoutExpired:
+        return False
     return result.returncode == 0
 
 

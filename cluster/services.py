@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
 from typing import Protocol
@@ -10,6 +11,8 @@ from cluster.blobs import BlobStore, open_blob_store
 from cluster.catalog.client import Catalog, LocalCatalog
 from cluster.config import Settings
 from cluster.importer import ImportRequest, run_import
+
+logger = logging.getLogger("classifly.jobs")
 
 
 class JobLauncher(Protocol):
@@ -24,6 +27,7 @@ class Services:
     catalog: Catalog
     blobs: BlobStore
     jobs: JobLauncher
+    cpus: int = 1  # CPUs of the cluster: how many decode tasks an import runs at once
 
 
 class ThreadJobLauncher:
@@ -42,8 +46,9 @@ class ThreadJobLauncher:
     def _run(self, request: ImportRequest) -> None:
         try:
             run_import(request, self.catalog, self.blobs)
-        except Exception:  # noqa: S110 - the job row already carries the failure for the user
-            pass
+        except Exception:
+            # The job row already tells the user; the operator gets the traceback.
+            logger.exception("import job %s failed", request.job_id)
 
     def wait(self, timeout: float = 30.0) -> None:
         for thread in self.threads:

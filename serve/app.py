@@ -27,12 +27,10 @@ class Ingress:
     """The REST API: stateless, so it can run as many replicas as needed."""
 
     def __init__(self, settings: Settings):
-        parallelism = settings.import_parallelism or 0
         catalog = start_catalog_actor(settings.catalog_file, settings.ray_namespace)
-        jobs = start_jobs_actor(settings.ray_namespace, parallelism or _cluster_cpus())
-        self.services = Services(
-            settings, RayCatalog(catalog), open_blob_store(settings.blob_root), RayJobLauncher(jobs)
-        )
+        jobs = start_jobs_actor(settings.ray_namespace)
+        blobs = open_blob_store(settings.blob_root)
+        self.services = Services(settings, RayCatalog(catalog), blobs, RayJobLauncher(jobs), _cluster_cpus())
 
     def __serve_build_asgi_app__(self):
         return create_api(self.services)

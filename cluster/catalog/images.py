@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import gc
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
 import pyarrow as pa
 
+from cluster.blobs import BlobRef
 from cluster.catalog.db import Connection, utcnow
 from cluster.catalog.models import ensure_classes, get_owned_model
 from pipelines.errors import InvalidInput, NotFound, QuotaExceeded
@@ -32,6 +35,7 @@ class NewImage:
     mode: str | None = None
     format: str | None = None
     is_gray: bool | None = None
+    ref: BlobRef | None = None  # where its bytes were written (a pack), for pictures that could be read
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,58 @@ class Outcome:
     image_id: int | None = None
     split: Split | None = None
     reason: str | None = None
+
+
+_NEW_IMAGE_FIELDS = (
+    "label", "original_name", "size_bytes", "sha256", "split", "reject_reason",
+    "width", "height", "mode", "format", "is_gray",
+)  # fmt: skip
+_OUTCOME_FIELDS = ("original_name", "label", "status", "image_id", "split", "reason")
+
+
+@dataclass(frozen=True)
+class ImageColumns:
+    """Many offered files as plain columns: ~10x cheaper to send between Ray processes than NewImage objects."""
+
+    columns: dict[str, list]
+
+    @classmethod
+    def of(cls, images: Iterable[NewImage]) -> ImageColumns:
+        images = list(images)
+        columns = {name: [getattr(image, name) for image in images] for name in _NEW_IMAGE_FIELDS}
+        columns["ref"] = [(r.pack, r.offset, r.length) if (r := image.ref) else None for image in images]
+        return cls(columns)
+
+    @classmethod
+    def concat(cls, parts: Iterable[ImageColumns]) -> ImageColumns:
+        merged: dict[str, list] = {name: [] for name in (*_NEW_IMAGE_FIELDS, "ref")}
+        for part in parts:
+            for name, values in part.columns.items():
+                merged[name].extend(values)
+        return cls(merged)
+
+    def __len__(self) -> int:
+        return len(self.columns["label"])
+
+    def rows(self) -> list[NewImage]:
+        refs = [BlobRef(*ref) if ref else None for ref in self.columns["ref"]]
+        return [
+            NewImage(*values, ref=ref)
+            for *values, ref in zip(*(self.columns[name] for name in _NEW_IMAGE_FIELDS), refs, strict=True)
+        ]
+
+
+@dataclass(frozen=True)
+class OutcomeColumns:
+    """What became of each offered file, as columns (see ImageColumns for why)."""
+
+    columns: dict[str, list]
+
+    def __len__(self) -> int:
+        return len(self.columns["status"])
+
+    def rows(self) -> list[Outcome]:
+        return [Outcome(*values) for values in zip(*(self.columns[name] for name in _OUTCOME_FIELDS), strict=True)]
 
 
 @dataclass(frozen=True)
@@ -87,12 +143,12 @@ def add_images(
     conn: Connection,
     owner_id: str,
     model_id: str,
-    images: list[NewImage],
+    images: list[NewImage] | ImageColumns,
     *,
     quota_bytes: int,
     job_id: str | None = None,
     require_usable: bool = False,
-) -> list[Outcome]:
+) -> OutcomeColumns:
     """Add offered files to the dataset in one go: de-duplicate, check the quota, assign splits, insert.
 
     Same picture already in the same class: a duplicate (not stored twice). Same picture in another class:
@@ -101,6 +157,28 @@ def add_images(
     is usable changes nothing and raises InvalidInput listing the reasons.
     """
     get_owned_model(conn, owner_id, model_id)
+    # Bulk adds make tens of thousands of short-lived objects and no cycles; a collection would walk the
+    # actor's whole heap each time (see cluster.importer.paused_gc).
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _add_images(conn, model_id, owner_id, images, quota_bytes, job_id, require_usable)
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _add_images(
+    conn: Connection,
+    model_id: str,
+    owner_id: str,
+    images: list[NewImage] | ImageColumns,
+    quota_bytes: int,
+    job_id: str | None,
+    require_usable: bool,
+) -> OutcomeColumns:
+    if isinstance(images, ImageColumns):
+        images = images.rows()
     known = dict(
         conn.execute(
             "SELECT sha256, label FROM images WHERE model_id = ? AND status = 'accepted'", [model_id]
@@ -143,21 +221,26 @@ def add_images(
     splits = _assign_splits(conn, model_id, accepted)
     all_class_ids = dict(conn.execute("SELECT name, id FROM classes WHERE model_id = ?", [model_id]).fetchall())
     first_id = _insert(conn, model_id, images, outcomes, splits, {**all_class_ids, **class_ids}, job_id)
+    _record_blobs(conn, accepted)
 
-    result = []
+    result: dict[str, list] = {name: [] for name in _OUTCOME_FIELDS}
     next_id = first_id
     accepted_index = 0
     for outcome in outcomes:
-        if outcome.status == "duplicate":
-            result.append(outcome)
-            continue
-        split = None
+        image_id, split = None, None
+        if outcome.status != "duplicate":
+            image_id = next_id
+            next_id += 1
         if outcome.status == "accepted":
             split = splits[accepted_index]
             accepted_index += 1
-        result.append(Outcome(outcome.original_name, outcome.label, outcome.status, next_id, split, outcome.reason))
-        next_id += 1
-    return result
+        for name, value in zip(
+            _OUTCOME_FIELDS,
+            (outcome.original_name, outcome.label, outcome.status, image_id, split, outcome.reason),
+            strict=True,
+        ):
+            result[name].append(value)
+    return OutcomeColumns(result)
 
 
 def _check_quota(conn: Connection, owner_id: str, accepted: list[NewImage], quota_bytes: int) -> None:
@@ -258,6 +341,68 @@ def _insert(
     return first_id
 
 
+def _record_blobs(conn: Connection, accepted: list[NewImage]) -> None:
+    """Remember where new pictures' bytes lie; a picture already stored elsewhere keeps its first location."""
+    rows = {image.sha256: image.ref for image in accepted if image.ref is not None}
+    if not rows:
+        return
+    table = pa.table(
+        {
+            "sha256": list(rows),
+            "pack": [ref.pack for ref in rows.values()],
+            "pack_offset": [ref.offset for ref in rows.values()],
+            "length": [ref.length for ref in rows.values()],
+        }
+    )
+    conn.execute("SELECT 1").fetchall()
+    conn.register("incoming_blobs", table)
+    try:
+        conn.execute(
+            "INSERT INTO blobs SELECT sha256, pack, pack_offset, length, ? FROM incoming_blobs"
+            " ON CONFLICT (sha256) DO NOTHING",
+            [utcnow()],
+        )
+    finally:
+        conn.unregister("incoming_blobs")
+
+
+def blob_refs(conn: Connection, shas: list[str]) -> dict[str, BlobRef]:
+    """Where each of these pictures lies (platform use: training and serving read through this)."""
+    rows = conn.execute(
+        "SELECT b.sha256, b.pack, b.pack_offset, b.length FROM blobs b JOIN (SELECT unnest(?) AS sha256) s"
+        " ON s.sha256 = b.sha256",
+        [shas],
+    ).fetchall()
+    return {sha: BlobRef(pack, offset, length) for sha, pack, offset, length in rows}
+
+
+def image_blob(conn: Connection, owner_id: str, model_id: str, image_id: int) -> tuple[ImageRecord, BlobRef]:
+    """An image of the model and where its bytes lie; NotFound for rejects (their bytes were not kept)."""
+    image = get_image(conn, owner_id, model_id, image_id)
+    ref = blob_refs(conn, [image.sha256]).get(image.sha256) if image.sha256 and image.status == "accepted" else None
+    if ref is None:
+        raise NotFound(f"Image {image_id} was rejected ({image.reject_reason}), so its file was not kept.")
+    return image, ref
+
+
+def prune_blobs(conn: Connection, shas: list[str]) -> list[str]:
+    """Forget the locations of those of `shas` nothing refers to any more; returns them.
+
+    Their bytes stay in their packs until `compact` rewrites the packs; the quota counts rows, so the
+    owner's space is free at once.
+    """
+    if not shas:
+        return []
+    rows = conn.execute(
+        "DELETE FROM blobs WHERE sha256 IN (SELECT unnest(?))"
+        " AND sha256 NOT IN (SELECT sha256 FROM images WHERE sha256 IS NOT NULL AND status = 'accepted')"
+        " AND sha256 NOT IN (SELECT sample_sha256 FROM models WHERE sample_sha256 IS NOT NULL)"
+        " RETURNING sha256",
+        [shas],
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
 def list_images(
     conn: Connection,
     owner_id: str,
@@ -323,7 +468,7 @@ def update_image(
 
 
 def delete_images(conn: Connection, owner_id: str, model_id: str, image_ids: list[int]) -> list[str]:
-    """Delete images of the model; returns the sha256 of blobs that may now be unreferenced."""
+    """Delete images of the model (all or none); returns the sha256 of pictures no longer stored for anyone."""
     get_owned_model(conn, owner_id, model_id)
     if not image_ids:
         return []
@@ -334,22 +479,7 @@ def delete_images(conn: Connection, owner_id: str, model_id: str, image_ids: lis
     if missing:
         raise NotFound(f"Model '{model_id}' has no image {sorted(missing)[0]}.")
     conn.execute("DELETE FROM images WHERE model_id = ? AND id IN (SELECT unnest(?))", [model_id, image_ids])
-    return sorted({row[1] for row in found if row[1]})
-
-
-def unreferenced(conn: Connection, shas: list[str]) -> list[str]:
-    """Those of `shas` that no image row (of any user) and no model sample refers to any more."""
-    if not shas:
-        return []
-    used = {
-        row[0]
-        for row in conn.execute(
-            "SELECT sha256 FROM images WHERE sha256 IN (SELECT unnest(?))"
-            " UNION SELECT sample_sha256 FROM models WHERE sample_sha256 IN (SELECT unnest(?))",
-            [shas, shas],
-        ).fetchall()
-    }
-    return [sha for sha in shas if sha not in used]
+    return prune_blobs(conn, sorted({row[1] for row in found if row[1]}))
 
 
 def known_shas(conn: Connection, owner_id: str, model_id: str, shas: list[str]) -> set[str]:

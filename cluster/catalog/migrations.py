@@ -72,6 +72,14 @@ CREATE TABLE images (
     created_at TIMESTAMP NOT NULL
 );
 
+CREATE TABLE blobs (
+    sha256 VARCHAR PRIMARY KEY,       -- content address of a picture
+    pack VARCHAR NOT NULL,            -- key of the pack file in the blob store
+    pack_offset BIGINT NOT NULL,
+    length BIGINT NOT NULL,
+    created_at TIMESTAMP NOT NULL
+);
+
 CREATE TABLE jobs (
     id VARCHAR PRIMARY KEY,
     owner_id VARCHAR NOT NULL,

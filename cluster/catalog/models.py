@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from cluster.blobs import BlobRef
 from cluster.catalog.db import Connection, new_id, utcnow
 from pipelines.errors import Conflict, InvalidInput, NotFound
 from pipelines.zips import validate_class_name
@@ -157,7 +158,7 @@ def update_model(conn: Connection, owner_id: str, model_id: str, changes: dict[s
 def set_model_fields(conn: Connection, owner_id: str, model_id: str, **fields: Any) -> ModelRecord:
     """Platform-side changes: preprocessing policy, sample image, active version."""
     get_owned_model(conn, owner_id, model_id)
-    allowed = {"preprocessing", "sample_sha256", "active_version"}
+    allowed = {"preprocessing", "active_version"}
     for name, value in fields.items():
         if name not in allowed:
             raise InvalidInput(f"'{name}' is not a platform-managed model field.")
@@ -167,7 +168,7 @@ def set_model_fields(conn: Connection, owner_id: str, model_id: str, **fields: A
 
 
 def delete_model(conn: Connection, owner_id: str, model_id: str) -> list[str]:
-    """Delete a model and everything it holds; returns the sha256 of blobs that may now be unreferenced."""
+    """Delete a model and everything it holds; returns the sha256 of pictures no longer stored for anyone."""
     get_owned_model(conn, owner_id, model_id)
     running = conn.execute(
         "SELECT id FROM jobs WHERE model_id = ? AND status IN ('queued', 'running')", [model_id]
@@ -180,10 +181,13 @@ def delete_model(conn: Connection, owner_id: str, model_id: str) -> list[str]:
             "SELECT DISTINCT sha256 FROM images WHERE model_id = ? AND sha256 IS NOT NULL", [model_id]
         ).fetchall()
     ]
+    current = get_owned_model(conn, owner_id, model_id)
+    if current.sample_sha256:
+        shas.append(current.sample_sha256)
     for table in ("images", "classes", "model_versions", "tasks"):
         conn.execute(f"DELETE FROM {table} WHERE model_id = ?", [model_id])
     conn.execute("DELETE FROM models WHERE id = ?", [model_id])
-    return shas
+    return _prune(conn, shas)
 
 
 _CLASS_COLUMNS = (
@@ -252,7 +256,7 @@ def rename_class(conn: Connection, owner_id: str, model_id: str, name: str, new_
 
 
 def delete_class(conn: Connection, owner_id: str, model_id: str, name: str) -> list[str]:
-    """Delete a class and its images; returns the sha256 of blobs that may now be unreferenced."""
+    """Delete a class and its images; returns the sha256 of pictures no longer stored for anyone."""
     current = get_class(conn, owner_id, model_id, name)
     shas = [
         row[0]
@@ -262,4 +266,34 @@ def delete_class(conn: Connection, owner_id: str, model_id: str, name: str) -> l
     ]
     conn.execute("DELETE FROM images WHERE class_id = ?", [current.id])
     conn.execute("DELETE FROM classes WHERE id = ?", [current.id])
-    return shas
+    return _prune(conn, shas)
+
+
+def _prune(conn: Connection, shas: list[str]) -> list[str]:
+    from cluster.catalog.images import prune_blobs  # images builds on models; the import goes the other way
+
+    return prune_blobs(conn, shas)
+
+
+def set_sample_image(conn: Connection, owner_id: str, model_id: str, sha256: str, ref: BlobRef) -> ModelRecord:
+    """Make a stored picture the model's sample image (shown in lists)."""
+    current = get_owned_model(conn, owner_id, model_id)
+    conn.execute(
+        "INSERT INTO blobs VALUES (?, ?, ?, ?, ?) ON CONFLICT (sha256) DO NOTHING",
+        [sha256, ref.pack, ref.offset, ref.length, utcnow()],
+    )
+    conn.execute("UPDATE models SET sample_sha256 = ?, updated_at = ? WHERE id = ?", [sha256, utcnow(), model_id])
+    if current.sample_sha256 and current.sample_sha256 != sha256:
+        _prune(conn, [current.sample_sha256])
+    return get_owned_model(conn, owner_id, model_id)
+
+
+def sample_blob(conn: Connection, owner_id: str, model_id: str) -> BlobRef:
+    """Where the model's sample picture lies."""
+    from cluster.catalog.images import blob_refs
+
+    current = get_owned_model(conn, owner_id, model_id)
+    ref = blob_refs(conn, [current.sample_sha256]).get(current.sample_sha256) if current.sample_sha256 else None
+    if ref is None:
+        raise NotFound(f"Model '{model_id}' has no sample picture. Upload one with PUT .../sample.")
+    return ref

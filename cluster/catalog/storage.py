@@ -7,7 +7,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from cluster.catalog.db import Connection
-from cluster.catalog.images import storage_used
+from cluster.catalog.images import prune_blobs, storage_used
 
 # Clean up to a little under the quota, so the next upload does not hit it again at once.
 TARGET_SHARE_OF_QUOTA = 0.9
@@ -129,4 +129,4 @@ def apply_cleanup(
         ).fetchall()
     ]
     conn.execute("DELETE FROM images WHERE id IN (SELECT unnest(?))", [plan.image_ids])
-    return plan, shas
+    return plan, prune_blobs(conn, shas)

@@ -14,7 +14,7 @@ from cluster.catalog.db import utcnow
 from cluster.security import dummy_hash, hash_password, new_token, verify_password
 from pipelines.errors import Forbidden, Unauthorized
 from serve.deps import CurrentUser, ServicesDep, quota_of
-from serve.routes.common import collect_blobs
+from serve.routes.common import forget_pictures
 from serve.schemas import (
     CleanupIn,
     CleanupPublic,
@@ -105,7 +105,7 @@ async def apply_cleanup(principal: CurrentUser, services: ServicesDep, body: Cle
     plan, shas = await services.catalog.call(
         catalog_storage.apply_cleanup, principal.id, quota_of(services, principal.user), body.free_bytes
     )
-    await collect_blobs(services, shas)
+    await forget_pictures(services, shas)
     return _cleanup_public(plan, applied=bool(plan.image_ids))
 
 

@@ -1,14 +1,13 @@
-"""Helpers shared by routes: converting records to public shapes and collecting freed blobs."""
+"""Helpers shared by routes: converting records to public shapes and forgetting deleted pictures."""
 
 from __future__ import annotations
 
-from cluster.catalog import images as catalog_images
+from starlette.concurrency import run_in_threadpool
+
 from cluster.catalog.jobs import JobRecord
 from cluster.catalog.models import ModelRecord
 from cluster.services import Services
 from serve.schemas import JobPublic, ModelPublic, Progress
-
-BLOB_GRACE_SECONDS = 60.0
 
 
 def model_public(record: ModelRecord) -> ModelPublic:
@@ -45,9 +44,17 @@ def job_public(job: JobRecord) -> JobPublic:
     )
 
 
-async def collect_blobs(services: Services, shas: list[str]) -> None:
-    """Delete image blobs no row refers to any more (blob last, so no row ever points at nothing)."""
-    for sha in await services.catalog.call(catalog_images.unreferenced, shas):
-        # An upload of the same picture may be between writing the blob and its row; leave fresh blobs
-        # to the next 'classifly doctor --repair'.
-        services.blobs.delete_image(sha, idle_seconds=BLOB_GRACE_SECONDS)
+def thumbnail_key(sha256: str, size: int) -> str:
+    return f"thumbnails/{sha256[:2]}/{sha256}/{size}"
+
+
+async def forget_pictures(services: Services, shas: list[str]) -> None:
+    """Drop cached thumbnails of pictures that are no longer stored (their bytes go with the next compaction)."""
+
+    def drop() -> None:
+        for sha in shas:
+            for key in list(services.blobs.iter_keys(f"thumbnails/{sha[:2]}/{sha}")):
+                services.blobs.delete(key)
+
+    if shas:
+        await run_in_threadpool(drop)

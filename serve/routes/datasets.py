@@ -81,6 +81,7 @@ async def import_zip(
         max_pixels=settings.max_image_pixels,
         quota_bytes=quota_of(services, principal.user),
         batch_size=settings.import_batch_size,
+        parallelism=settings.import_parallelism or services.cpus,
     )
     await run_in_threadpool(services.jobs.submit_import, import_request)
     response.headers["Location"] = f"/v1/jobs/{job.id}"

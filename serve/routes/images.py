@@ -8,15 +8,15 @@ from fastapi import APIRouter, File, Form, Query, Request, UploadFile, status
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from cluster.blobs import sha256_hex
+from cluster.blobs import PackWriter, sha256_hex
 from cluster.catalog import images as catalog_images
 from cluster.catalog import models as catalog_models
 from cluster.catalog.images import ImageRecord, NewImage
-from pipelines.errors import InvalidInput, NotFound
+from pipelines.errors import InvalidInput
 from pipelines.images import inspect_image, make_thumbnail
 from pipelines.zips import validate_class_name
 from serve.deps import CurrentUser, ServicesDep, quota_of
-from serve.routes.common import collect_blobs
+from serve.routes.common import forget_pictures, thumbnail_key
 from serve.routes.uploads import check_content_length, read_upload
 from serve.schemas import FileOutcome, ImagePublic, ImagesDelete, ImagesPublic, ImageUpdate, UploadOut
 
@@ -60,11 +60,11 @@ async def upload_images(
     if len(files) > MAX_FILES_PER_UPLOAD:
         raise InvalidInput(f"Send at most {MAX_FILES_PER_UPLOAD} files at once, or upload a zip to /imports.")
     offered = []
-    for file in files:
-        data = await read_upload(file, services.settings.max_image_bytes)
-        offered.append(
-            await run_in_threadpool(_describe, services, data, file.filename or "upload", clean_label, split)
-        )
+    with services.blobs.pack_writer() as pack:  # blob first (closed and synced here), rows second
+        for file in files:
+            data = await read_upload(file, services.settings.max_image_bytes)
+            name = file.filename or "upload"
+            offered.append(await run_in_threadpool(_describe, services, pack, data, name, clean_label, split))
     outcomes = await services.catalog.call(
         catalog_images.add_images,
         principal.id,
@@ -73,6 +73,7 @@ async def upload_images(
         quota_bytes=quota_of(services, principal.user),
         require_usable=True,
     )
+    outcomes = outcomes.rows()
     results = [
         FileOutcome(name=o.original_name, status=o.status, image_id=o.image_id, split=o.split, reason=o.reason)
         for o in outcomes
@@ -86,13 +87,12 @@ async def upload_images(
     )
 
 
-def _describe(services, data: bytes, name: str, label: str, split: str | None) -> NewImage:
+def _describe(services, pack: PackWriter, data: bytes, name: str, label: str, split: str | None) -> NewImage:
     try:
         info = inspect_image(data, name, max_pixels=services.settings.max_image_pixels)
     except InvalidInput as error:
         return NewImage(label, name, len(data), reject_reason=error.detail)
     sha = sha256_hex(data)
-    services.blobs.put_image(sha, data)  # blob first, row second
     return NewImage(
         label,
         name,
@@ -104,6 +104,7 @@ def _describe(services, data: bytes, name: str, label: str, split: str | None) -
         mode=info.mode,
         format=info.format,
         is_gray=info.is_gray,
+        ref=pack.add(sha, data),
     )
 
 
@@ -138,18 +139,11 @@ async def get_image(model_id: str, image_id: int, principal: CurrentUser, servic
     return image_public(await services.catalog.call(catalog_images.get_image, principal.id, model_id, image_id))
 
 
-async def _stored(services, principal, model_id: str, image_id: int) -> ImageRecord:
-    record = await services.catalog.call(catalog_images.get_image, principal.id, model_id, image_id)
-    if record.sha256 is None or record.status != "accepted":
-        raise NotFound(f"Image {image_id} was rejected ({record.reject_reason}), so its file was not kept.")
-    return record
-
-
 @router.get("/{image_id}/content", response_class=Response)
 async def get_image_content(model_id: str, image_id: int, principal: CurrentUser, services: ServicesDep) -> Response:
     """The picture file exactly as uploaded."""
-    record = await _stored(services, principal, model_id, image_id)
-    data = await run_in_threadpool(services.blobs.get_image, record.sha256)
+    record, ref = await services.catalog.call(catalog_images.image_blob, principal.id, model_id, image_id)
+    data = await run_in_threadpool(services.blobs.read, ref)
     return Response(data, media_type=MEDIA_TYPES.get(record.format or "", "application/octet-stream"))
 
 
@@ -162,17 +156,14 @@ async def get_thumbnail(
     size: Annotated[int, Query(ge=16, le=512)] = 128,
 ) -> Response:
     """A small preview of the picture (at most size × size pixels)."""
-    record = await _stored(services, principal, model_id, image_id)
-    key = f"thumbnails/{record.sha256[:2]}/{record.sha256}-{size}"
+    record, ref = await services.catalog.call(catalog_images.image_blob, principal.id, model_id, image_id)
+    key = thumbnail_key(record.sha256, size)
 
     def thumbnail() -> bytes:
         if services.blobs.exists(key):
             return services.blobs.get(key)
         data = make_thumbnail(
-            services.blobs.get_image(record.sha256),
-            record.original_name,
-            size=size,
-            max_pixels=services.settings.max_image_pixels,
+            services.blobs.read(ref), record.original_name, size=size, max_pixels=services.settings.max_image_pixels
         )
         services.blobs.put(key, data)
         return data
@@ -197,11 +188,11 @@ async def update_image(
 async def delete_image(model_id: str, image_id: int, principal: CurrentUser, services: ServicesDep) -> None:
     """Delete one picture (or one reject entry)."""
     shas = await services.catalog.call(catalog_images.delete_images, principal.id, model_id, [image_id])
-    await collect_blobs(services, shas)
+    await forget_pictures(services, shas)
 
 
 @router.post("/delete", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_images(model_id: str, body: ImagesDelete, principal: CurrentUser, services: ServicesDep) -> None:
     """Delete several pictures at once (all or none)."""
     shas = await services.catalog.call(catalog_images.delete_images, principal.id, model_id, body.ids)
-    await collect_blobs(services, shas)
+    await forget_pictures(services, shas)

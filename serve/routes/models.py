@@ -8,13 +8,13 @@ from fastapi import APIRouter, File, Query, UploadFile, status
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from cluster.blobs import sha256_hex
+from cluster.blobs import BlobRef, sha256_hex
 from cluster.catalog import models as catalog_models
 from cluster.catalog.models import ModelSpec
-from pipelines.errors import InvalidInput, NotFound
+from pipelines.errors import InvalidInput
 from pipelines.images import inspect_image
 from serve.deps import CurrentUser, ServicesDep
-from serve.routes.common import collect_blobs, model_public
+from serve.routes.common import forget_pictures, model_public
 from serve.routes.uploads import read_upload
 from serve.schemas import (
     ClassCreate,
@@ -67,7 +67,7 @@ async def update_model(model_id: str, body: ModelUpdate, principal: CurrentUser,
 async def delete_model(model_id: str, principal: CurrentUser, services: ServicesDep) -> None:
     """Delete a model with all its pictures and versions. This cannot be undone."""
     shas = await services.catalog.call(catalog_models.delete_model, principal.id, model_id)
-    await collect_blobs(services, shas)
+    await forget_pictures(services, shas)
 
 
 @router.put("/{model_id}/sample")
@@ -80,18 +80,21 @@ async def set_sample_image(
     name = file.filename or "sample"
     await run_in_threadpool(inspect_image, data, name, max_pixels=services.settings.max_image_pixels)
     sha = sha256_hex(data)
-    services.blobs.put_image(sha, data)
-    record = await services.catalog.call(catalog_models.set_model_fields, principal.id, model_id, sample_sha256=sha)
+
+    def store() -> BlobRef:
+        with services.blobs.pack_writer() as pack:
+            return pack.add(sha, data)
+
+    ref = await run_in_threadpool(store)
+    record = await services.catalog.call(catalog_models.set_sample_image, principal.id, model_id, sha, ref)
     return model_public(record)
 
 
 @router.get("/{model_id}/sample", response_class=Response)
 async def get_sample_image(model_id: str, principal: CurrentUser, services: ServicesDep) -> Response:
     """The model's sample picture."""
-    record = await services.catalog.call(catalog_models.get_owned_model, principal.id, model_id)
-    if record.sample_sha256 is None:
-        raise NotFound(f"Model '{model_id}' has no sample picture. Upload one with PUT .../sample.")
-    data = services.blobs.get_image(record.sample_sha256)
+    ref = await services.catalog.call(catalog_models.sample_blob, principal.id, model_id)
+    data = await run_in_threadpool(services.blobs.read, ref)
     return Response(data, media_type="application/octet-stream")
 
 
@@ -139,4 +142,4 @@ async def delete_class(model_id: str, class_name: str, principal: CurrentUser, s
     if not class_name.strip():
         raise InvalidInput("Name the class to delete.")
     shas = await services.catalog.call(catalog_models.delete_class, principal.id, model_id, class_name)
-    await collect_blobs(services, shas)
+    await forget_pictures(services, shas)
