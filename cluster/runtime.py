@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -10,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ from pathlib import Path
 from cluster.config import Settings
 
 STATE_FILE = "platform.json"
+SHUTDOWN_DEADLINE_S = 60
 UI_PID_FILE = "ui.pid"
 
 
@@ -202,6 +205,14 @@ def up(settings: Settings, *, with_ui: bool = True, out=print) -> Endpoints:
     return urls
 
 
+def _within(action, seconds: float) -> bool:
+    """Run `action` on a helper thread; False when it has not finished within `seconds`."""
+    worker = threading.Thread(target=action, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    return not worker.is_alive()
+
+
 def _ray_alive(address: str) -> bool:
     """Whether a Ray cluster answers at `address` (a dead address is told in a second, not after minutes of
     `ray status` retries)."""
@@ -261,15 +272,18 @@ def down(settings: Settings, out=print) -> None:
         from cluster.jobs import JOBS_ACTOR
 
         ray.init(address=address, namespace=settings.ray_namespace, logging_level="ERROR", log_to_driver=False)
-        serve.shutdown()
-        out("Stopped the API.")
+        if _within(serve.shutdown, SHUTDOWN_DEADLINE_S):
+            out("Stopped the API.")
+        else:
+            out("The API did not stop in time; stopping Ray will end it.")
         for name in (JOBS_ACTOR, CATALOG_ACTOR):
             try:
                 handle = ray.get_actor(name, namespace=settings.ray_namespace)
             except ValueError:
                 continue
             if name == CATALOG_ACTOR:
-                ray.get(handle.checkpoint.remote())
+                with contextlib.suppress(Exception):
+                    ray.get(handle.checkpoint.remote(), timeout=SHUTDOWN_DEADLINE_S)
             ray.kill(handle, no_restart=True)
         out("Stopped the catalog.")
         ray.shutdown()
