@@ -15,6 +15,7 @@ from ray.exceptions import RayActorError, RayTaskError
 
 from cluster.catalog.client import LocalCatalog
 from cluster.catalog.jobs import mark_interrupted
+from cluster.catalog.runs import mark_interrupted_runs
 from pipelines.errors import ClassiflyError, Unavailable
 
 T = TypeVar("T")
@@ -26,7 +27,7 @@ class CatalogActor:
 
     def __init__(self, path: str):
         self.catalog = LocalCatalog(path)
-        self.interrupted = self.catalog.call_sync(mark_interrupted)
+        self.interrupted = self.catalog.call_sync(mark_interrupted) + self.catalog.call_sync(mark_interrupted_runs)
 
     def run(self, fn: Callable[..., T], args: tuple, kwargs: dict[str, Any]) -> T:
         return self.catalog.call_sync(fn, *args, **kwargs)

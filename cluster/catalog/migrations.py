@@ -117,14 +117,25 @@ CREATE TABLE training_runs (
     id VARCHAR PRIMARY KEY,
     model_id VARCHAR NOT NULL,
     owner_id VARCHAR NOT NULL,
-    status VARCHAR NOT NULL,
-    config JSON,
-    snapshot JSON,
+    status VARCHAR NOT NULL,          -- queued | running | succeeded | failed | cancelled | interrupted
+    config JSON,                      -- what the user chose (advanced options), with defaults filled in
+    progress JSON,                    -- stage, fraction, message, best accuracy so far, seconds left
     result JSON,
     error JSON,
+    cancel_requested BOOLEAN NOT NULL DEFAULT FALSE,
+    ray_job_id VARCHAR,
     created_at TIMESTAMP NOT NULL,
     started_at TIMESTAMP,
-    finished_at TIMESTAMP
+    finished_at TIMESTAMP,
+    updated_at TIMESTAMP NOT NULL
+);
+
+CREATE TABLE run_images (             -- the dataset snapshot a run trains on: changes after it do not touch it
+    run_id VARCHAR NOT NULL,
+    image_id BIGINT NOT NULL,
+    label VARCHAR NOT NULL,
+    split VARCHAR NOT NULL,
+    sha256 VARCHAR NOT NULL
 );
 
 CREATE TABLE trials (
