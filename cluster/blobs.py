@@ -49,6 +49,13 @@ def new_pack_key() -> str:
     return f"{PACKS}/{name[:2]}/{name}.pack"
 
 
+def _exact(data: bytes, ref: BlobRef) -> bytes:
+    """The bytes read for `ref`, refusing a short read (a damaged or truncated pack)."""
+    if len(data) != ref.length:
+        raise NotFound(f"Pack '{ref.pack}' is shorter than the catalog says. Run 'classifly doctor'.")
+    return data
+
+
 class PackWriter:
     """Appends pictures to one new pack; `add` returns each picture's BlobRef (a picture added twice lands once).
 
@@ -130,9 +137,7 @@ class LocalBlobStore:
                 data = os.pread(handle.fileno(), ref.length, ref.offset)
         except FileNotFoundError:
             raise NotFound(f"Pack '{ref.pack}' is missing from the store. Run 'classifly doctor'.") from None
-        if len(data) != ref.length:
-            raise NotFound(f"Pack '{ref.pack}' is shorter than the catalog says. Run 'classifly doctor'.")
-        return data
+        return _exact(data, ref)
 
     def read_many(self, refs: Iterable[BlobRef]) -> list[bytes]:
         """Many pictures' bytes, in the order given; each pack is opened once and read front to back."""
@@ -147,7 +152,7 @@ class LocalBlobStore:
                 with open(self._path(pack), "rb") as handle:
                     for position in positions:
                         ref = refs[position]
-                        result[position] = os.pread(handle.fileno(), ref.length, ref.offset)
+                        result[position] = _exact(os.pread(handle.fileno(), ref.length, ref.offset), ref)
             except FileNotFoundError:
                 raise NotFound(f"Pack '{pack}' is missing from the store. Run 'classifly doctor'.") from None
         return result
@@ -246,7 +251,7 @@ class FsspecBlobStore(LocalBlobStore):
 
     def read(self, ref: BlobRef) -> bytes:
         try:
-            return self.fs.cat_file(self._key(ref.pack), start=ref.offset, end=ref.offset + ref.length)
+            return _exact(self.fs.cat_file(self._key(ref.pack), start=ref.offset, end=ref.offset + ref.length), ref)
         except FileNotFoundError:
             raise NotFound(f"Pack '{ref.pack}' is missing from the store. Run 'classifly doctor'.") from None
 

@@ -397,6 +397,9 @@ def prune_blobs(conn: Connection, shas: list[str]) -> list[str]:
         "DELETE FROM blobs WHERE sha256 IN (SELECT unnest(?))"
         " AND sha256 NOT IN (SELECT sha256 FROM images WHERE sha256 IS NOT NULL AND status = 'accepted')"
         " AND sha256 NOT IN (SELECT sample_sha256 FROM models WHERE sample_sha256 IS NOT NULL)"
+        # A run that may still (re)start trains on its snapshot: keep those pictures.
+        " AND sha256 NOT IN (SELECT s.sha256 FROM run_images s JOIN training_runs r ON r.id = s.run_id"
+        "   WHERE r.status IN ('queued', 'running', 'interrupted', 'failed'))"
         " RETURNING sha256",
         [shas],
     ).fetchall()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile, status
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from cluster.blobs import PackWriter, sha256_hex
+from cluster.blobs import sha256_hex
 from cluster.catalog import images as catalog_images
 from cluster.catalog import models as catalog_models
 from cluster.catalog.images import ImageRecord, NewImage
@@ -60,11 +61,12 @@ async def upload_images(
     if len(files) > MAX_FILES_PER_UPLOAD:
         raise InvalidInput(f"Send at most {MAX_FILES_PER_UPLOAD} files at once, or upload a zip to /imports.")
     offered = []
-    with services.blobs.pack_writer() as pack:  # blob first (closed and synced here), rows second
-        for file in files:
-            data = await read_upload(file, services.settings.max_image_bytes)
-            name = file.filename or "upload"
-            offered.append(await run_in_threadpool(_describe, services, pack, data, name, clean_label, split))
+    for file in files:
+        data = await read_upload(file, services.settings.max_image_bytes)
+        offered.append(
+            await run_in_threadpool(_describe, services, data, file.filename or "upload", clean_label, split)
+        )
+    offered = await _store_new_pictures(services, files, offered)
     outcomes = await services.catalog.call(
         catalog_images.add_images,
         principal.id,
@@ -87,7 +89,30 @@ async def upload_images(
     )
 
 
-def _describe(services, pack: PackWriter, data: bytes, name: str, label: str, split: str | None) -> NewImage:
+async def _store_new_pictures(services, files: list[UploadFile], offered: list[NewImage]) -> list[NewImage]:
+    """Write the bytes of pictures the platform does not hold yet (blob first, rows second); point the rest at
+    their existing copy. Files are read a second time from the server's spool rather than kept in memory."""
+    shas = [image.sha256 for image in offered if image.sha256]
+    stored = await services.catalog.call(catalog_images.blob_refs, shas) if shas else {}
+
+    def write() -> list[NewImage]:
+        result = []
+        with services.blobs.pack_writer() as pack:
+            for file, image in zip(files, offered, strict=True):
+                if image.sha256 is None:
+                    result.append(image)
+                    continue
+                ref = stored.get(image.sha256)
+                if ref is None:
+                    file.file.seek(0)
+                    ref = pack.add(image.sha256, file.file.read())
+                result.append(replace(image, ref=ref))
+        return result
+
+    return await run_in_threadpool(write)
+
+
+def _describe(services, data: bytes, name: str, label: str, split: str | None) -> NewImage:
     try:
         info = inspect_image(data, name, max_pixels=services.settings.max_image_pixels)
     except InvalidInput as error:
@@ -104,7 +129,6 @@ def _describe(services, pack: PackWriter, data: bytes, name: str, label: str, sp
         mode=info.mode,
         format=info.format,
         is_gray=info.is_gray,
-        ref=pack.add(sha, data),
     )
 
 

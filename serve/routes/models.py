@@ -9,6 +9,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from cluster.blobs import BlobRef, sha256_hex
+from cluster.catalog import images as catalog_images
 from cluster.catalog import models as catalog_models
 from cluster.catalog.models import ModelSpec
 from pipelines.errors import InvalidInput
@@ -85,7 +86,7 @@ async def set_sample_image(
         with services.blobs.pack_writer() as pack:
             return pack.add(sha, data)
 
-    ref = await run_in_threadpool(store)
+    ref = (await services.catalog.call(catalog_images.blob_refs, [sha])).get(sha) or await run_in_threadpool(store)
     record = await services.catalog.call(catalog_models.set_sample_image, principal.id, model_id, sha, ref)
     return model_public(record)
 

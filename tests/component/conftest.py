@@ -22,6 +22,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cluster import security
+from cluster.blobs import PACKS, BlobRef
 from cluster.catalog import models as catalog_models
 from cluster.catalog import users as catalog_users
 from cluster.catalog.db import utcnow
@@ -136,12 +137,29 @@ def create_model(services: Services, owner: Account, name: str = "flowers") -> s
 def stored_state(services: Services) -> dict[str, list]:
     """Every catalog row and stored file, read directly: what a refused request must leave as it was."""
     conn = services.catalog.conn  # read between requests, while no import thread runs
-    tables = ("users", "models", "classes", "images", "jobs", "counters", "model_versions")
+    tables = ("users", "models", "classes", "images", "blobs", "jobs", "counters", "model_versions")
     queries = {table: f"SELECT * FROM {table}" for table in tables}
     queries["tokens"] = "SELECT id, user_id, revoked_at FROM tokens"  # last_used_at moves with every request
     state = {name: sorted(conn.execute(sql).fetchall(), key=repr) for name, sql in queries.items()}
     state["files"] = sorted(services.blobs.iter_keys(""))
+    state["file_sizes"] = [services.blobs.size(key) for key in state["files"]]  # packs only ever grow
     return state
+
+
+def pack_files(services: Services) -> list[str]:
+    """The keys of every pack file in the store."""
+    return sorted(services.blobs.iter_keys(PACKS))
+
+
+def pack_bytes(services: Services) -> int:
+    """Bytes of pictures in all packs together: what the store holds for pictures, referenced or not."""
+    return sum(services.blobs.size(key) for key in pack_files(services))
+
+
+def blob_rows(services: Services) -> dict[str, BlobRef]:
+    """Where the catalog says each stored picture lies, read directly."""
+    rows = services.catalog.conn.execute("SELECT sha256, pack, pack_offset, length FROM blobs").fetchall()
+    return {sha: BlobRef(pack, offset, length) for sha, pack, offset, length in rows}
 
 
 # --- one fresh API per test ---------------------------------------------------------------------------------

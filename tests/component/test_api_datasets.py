@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import dataclasses
+import io
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
+from cluster.blobs import sha256_hex
 from cluster.catalog import jobs as catalog_jobs
+from cluster.importer import ImportRequest
 from cluster.services import Services
-from tests.component.conftest import Account, World, stored_state
+from tests.component.conftest import (
+    Account,
+    World,
+    api_client,
+    blob_rows,
+    create_account,
+    create_model,
+    pack_files,
+    stored_state,
+)
 from tests.factories import make_image, make_zip
 
 
@@ -78,6 +92,14 @@ def test_import_runs_as_a_job_with_a_report(
     assert job["message"] == report["summary"]
     assert job["finished_at"] is not None
     assert incoming_files(services) == []
+    # Every accepted picture lies where the catalog says, in one pack per decode batch (8 entries each).
+    with zipfile.ZipFile(io.BytesIO(pets_zip)) as archive:
+        pictures = {sha256_hex(archive.read(n)): archive.read(n) for n in archive.namelist() if n.endswith(".png")}
+    refs = blob_rows(services)
+    assert set(refs) == set(pictures)
+    assert {sha: services.blobs.read(ref) for sha, ref in refs.items()} == pictures
+    assert pack_files(services) == sorted({ref.pack for ref in refs.values()})
+    assert len(pack_files(services)) == 2
     model = client.get(f"/v1/models/{model_id}", headers=alice.headers).json()
     assert (model["num_classes"], model["num_images"], model["status"]) == (2, 15, "ready_to_train")
 
@@ -103,6 +125,8 @@ def test_reimport_finds_only_duplicates(
     imported: dict,
     services: Services,
 ) -> None:
+    locations = blob_rows(services)
+
     response = post_zip(client, alice, model_id, pets_zip, raw=True)
     services.jobs.wait()  # joins the import thread; the job URL then shows the final state
 
@@ -112,6 +136,7 @@ def test_reimport_finds_only_duplicates(
     stats = client.get(f"/v1/models/{model_id}/dataset", headers=alice.headers).json()
     assert stats["total_images"] == 15
     assert stats["duplicates_skipped"] == 15
+    assert blob_rows(services) == locations  # still the first import's
 
 
 @pytest.mark.parametrize(
@@ -145,6 +170,43 @@ def test_failed_import_is_a_failed_job_that_changes_nothing(
     model = client.get(f"/v1/models/{model_id}", headers=alice.headers).json()
     assert (model["num_classes"], model["num_images"]) == (0, 0)
     assert incoming_files(services) == []
+    assert blob_rows(services) == {}
+    if code == "invalid_input":  # refused while planning, before any picture was read
+        assert pack_files(services) == []
+
+
+class RecordingLauncher:
+    """A job launcher that only remembers what it was asked to run."""
+
+    def __init__(self) -> None:
+        self.imports: list[ImportRequest] = []
+
+    def submit_import(self, request: ImportRequest) -> None:
+        self.imports.append(request)
+
+
+@pytest.mark.parametrize(
+    ("settings_overrides", "cpus", "batch_size", "parallelism"),
+    [
+        pytest.param({"import_batch_size": 0, "import_parallelism": 0}, 6, 0, 6, id="automatic"),
+        pytest.param({"import_batch_size": 100, "import_parallelism": 3}, 6, 100, 3, id="configured"),
+    ],
+)
+def test_an_import_decodes_on_every_cpu_unless_configured(
+    services: Services, pets_zip: bytes, cpus: int, batch_size: int, parallelism: int
+) -> None:
+    launcher = RecordingLauncher()
+    cluster = dataclasses.replace(services, jobs=launcher, cpus=cpus)
+    alice = create_account(cluster, "alice")
+    model_id = create_model(cluster, alice)
+
+    with api_client(cluster) as client:
+        response = post_zip(client, alice, model_id, pets_zip)
+
+    assert response.status_code == 202
+    (request,) = launcher.imports
+    assert (request.job_id, request.model_id) == (response.json()["id"], model_id)
+    assert (request.batch_size, request.parallelism) == (batch_size, parallelism)
 
 
 @pytest.mark.parametrize(

@@ -1,18 +1,17 @@
-"""A dataset's pictures over HTTP: upload, list, fetch, thumbnail, move, delete, and blob collection."""
+"""A dataset's pictures over HTTP: upload, list, fetch, thumbnail, move, delete, and forgetting pictures."""
 
 from __future__ import annotations
 
 import io
-import os
-import time
 
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from cluster.blobs import image_key, sha256_hex
+from cluster.blobs import sha256_hex
 from cluster.services import Services
-from tests.component.conftest import Account, World, stored_state
+from serve.routes.common import thumbnail_key
+from tests.component.conftest import Account, World, blob_rows, pack_bytes, pack_files, stored_state
 from tests.factories import make_image
 
 RED = make_image((200, 10, 10), (40, 30), "PNG", mark=1)
@@ -44,14 +43,9 @@ def count_all(client: TestClient, account: Account, model_id: str) -> int:
     return sum(images_of(client, account, model_id, status=status)["count"] for status in ("accepted", "rejected"))
 
 
-def blob_files(services: Services) -> set[str]:
-    return set(services.blobs.iter_keys("images"))
-
-
-def age_blob(services: Services, data: bytes, seconds: float = 3600) -> None:
-    """Make a stored picture look old, as if uploaded long before: fresh blobs are protected from collection."""
-    past = time.time() - seconds
-    os.utime(services.blobs.root / image_key(sha256_hex(data)), (past, past))
+def stored_pictures(services: Services) -> set[str]:
+    """The sha256 of every picture the catalog knows a location for."""
+    return set(blob_rows(services))
 
 
 # --- upload -------------------------------------------------------------------------------------------------
@@ -76,7 +70,33 @@ def test_upload_several_files_at_once(client: TestClient, alice: Account, model_
         30,
     )
     assert (first["sha256"], first["size_bytes"]) == (sha256_hex(RED), len(RED))
-    assert blob_files(services) == {image_key(sha256_hex(RED)), image_key(sha256_hex(GREEN))}
+    # One request, one pack holding both pictures, each where the catalog says.
+    (pack,) = pack_files(services)
+    refs = blob_rows(services)
+    assert set(refs) == {sha256_hex(RED), sha256_hex(GREEN)}
+    assert {ref.pack for ref in refs.values()} == {pack}
+    assert services.blobs.read(refs[sha256_hex(RED)]) == RED
+    assert services.blobs.read(refs[sha256_hex(GREEN)]) == GREEN
+    assert pack_bytes(services) == len(RED) + len(GREEN)
+
+
+def test_a_picture_uploaded_twice_is_stored_once(
+    client: TestClient, alice: Account, model_id: str, services: Services
+) -> None:
+    other = client.post("/v1/models", json={"name": "other"}, headers=alice.headers).json()["id"]
+    upload(client, alice, model_id, "roses", [("red.png", RED)])
+    refs, packs, stored = blob_rows(services), pack_files(services), pack_bytes(services)
+
+    again = upload(client, alice, model_id, "roses", [("again.png", RED)])
+    elsewhere = upload(client, alice, other, "roses", [("red.png", RED)])
+
+    assert (again["duplicates"], elsewhere["accepted"]) == (1, 1)
+    assert blob_rows(services) == refs  # one location, the first
+    assert pack_bytes(services) == stored, (
+        f"BUG: uploading an already stored picture again wrote {pack_bytes(services) - stored} more bytes into"
+        f" {len(pack_files(services)) - len(packs)} new pack(s) that nothing refers to"
+    )
+    assert pack_files(services) == packs
 
 
 def test_mixed_good_and_bad_files_report_each(client: TestClient, alice: Account, model_id: str) -> None:
@@ -119,7 +139,7 @@ def test_all_bad_files_is_a_problem_that_changes_nothing(
     assert problem["code"] == "invalid_input"
     assert "None of the files could be used" in problem["detail"]
     assert [r["status"] for r in problem["results"]] == ["rejected", "rejected"]
-    assert blob_files(services) == set()
+    assert (pack_files(services), blob_rows(services)) == ([], {})
     # An error answer must not leave reject rows behind (a retry would pile them up).
     assert count_all(client, alice, model_id) == 0
     assert client.get(f"/v1/models/{model_id}/classes", headers=alice.headers).json()["count"] == 0
@@ -147,19 +167,26 @@ def test_upload_validation(world: World, form: dict, files: list) -> None:
 
 
 @pytest.mark.parametrize("settings_overrides", [{"max_image_bytes": 1000}])
-def test_picture_over_the_size_limit_is_refused(client: TestClient, alice: Account, model_id: str) -> None:
+def test_picture_over_the_size_limit_is_refused(
+    client: TestClient, alice: Account, model_id: str, services: Services
+) -> None:
     big = make_image((1, 2, 3), (200, 200), "BMP")
+    small = make_image((1, 2, 3), (4, 4))
+    assert len(small) < 1000 < len(big)
 
-    response = post_files(client, alice, model_id, "roses", [("big.bmp", big)])
+    # The small picture is already in the request's pack when the big one is refused: the pack goes too.
+    response = post_files(client, alice, model_id, "roses", [("small.png", small), ("big.bmp", big)])
 
     assert response.status_code == 413
     assert response.json()["code"] == "too_large"
     assert count_all(client, alice, model_id) == 0
+    assert (pack_files(services), blob_rows(services)) == ([], {})
 
 
 @pytest.mark.parametrize("settings_overrides", [{"quota_bytes": 1500}])
-def test_upload_over_quota_adds_nothing(client: TestClient, alice: Account, model_id: str) -> None:
+def test_upload_over_quota_adds_nothing(client: TestClient, alice: Account, model_id: str, services: Services) -> None:
     upload(client, alice, model_id, "roses", [("red.png", RED)])
+    refs = blob_rows(services)
 
     response = post_files(
         client, alice, model_id, "roses", [("big.png", make_image((9, 9, 9), (64, 64), "BMP")), ("g.jpg", GREEN)]
@@ -171,6 +198,8 @@ def test_upload_over_quota_adds_nothing(client: TestClient, alice: Account, mode
     assert problem["quota_bytes"] == 1500
     assert problem["used_bytes"] == len(RED)
     assert count_all(client, alice, model_id) == 1
+    assert blob_rows(services) == refs
+    # The refused pictures' bytes were already in the request's pack: unreferenced, left for compaction.
 
 
 # --- list, fetch, thumbnail ---------------------------------------------------------------------------------
@@ -276,7 +305,7 @@ def test_content_is_the_uploaded_bytes(
     [pytest.param({}, 128, id="default"), pytest.param({"size": 32}, 32, id="size-32")],
 )
 def test_thumbnail_is_a_small_picture(
-    client: TestClient, alice: Account, model_id: str, params: dict, longest: int
+    client: TestClient, alice: Account, model_id: str, services: Services, params: dict, longest: int
 ) -> None:
     (result,) = upload(client, alice, model_id, "roses", [("blue.png", BLUE)])["results"]
     url = f"/v1/models/{model_id}/images/{result['image_id']}/thumbnail"
@@ -290,6 +319,8 @@ def test_thumbnail_is_a_small_picture(
         assert max(thumbnail.size) == longest
         assert thumbnail.size[0] > thumbnail.size[1]  # the 3:2 shape is kept
     assert again.content == first.content
+    # Cached under the picture's address, so another image of the same picture shares it.
+    assert services.blobs.get(thumbnail_key(sha256_hex(BLUE), longest)) == first.content
 
 
 def test_thumbnail_size_is_validated(client: TestClient, alice: Account, model_id: str) -> None:
@@ -391,46 +422,69 @@ def test_delete_many_is_all_or_nothing(
     assert empty.status_code == 422
 
 
-def test_blob_is_collected_only_when_no_image_refers_to_it(
+def test_a_picture_is_forgotten_only_when_no_image_refers_to_it(
     client: TestClient, alice: Account, model_id: str, services: Services
 ) -> None:
     other = client.post("/v1/models", json={"name": "other"}, headers=alice.headers).json()["id"]
     (in_first,) = upload(client, alice, model_id, "roses", [("red.png", RED)])["results"]
     (in_second,) = upload(client, alice, other, "roses", [("red.png", RED)])["results"]
-    age_blob(services, RED)
-    key = image_key(sha256_hex(RED))
+    packs = pack_files(services)
 
     client.delete(f"/v1/models/{model_id}/images/{in_first['image_id']}", headers=alice.headers)
-    assert key in blob_files(services)  # the other model still shows it
+    assert sha256_hex(RED) in stored_pictures(services)  # the other model still shows it
     assert (
         client.get(f"/v1/models/{other}/images/{in_second['image_id']}/content", headers=alice.headers).content == RED
     )
 
     client.delete(f"/v1/models/{other}/images/{in_second['image_id']}", headers=alice.headers)
-    assert key not in blob_files(services)
+    assert stored_pictures(services) == set()
+    # Packs are append-only: the bytes stay until a compaction rewrites the pack.
+    assert pack_files(services) == packs
 
 
-def test_fresh_blob_is_left_for_later_collection(
+def test_a_deleted_picture_can_be_uploaded_again(
     client: TestClient, alice: Account, model_id: str, services: Services
 ) -> None:
-    # An upload of the same picture may be between writing the blob and its row: fresh blobs are kept.
-    (result,) = upload(client, alice, model_id, "roses", [("red.png", RED)])["results"]
+    (first,) = upload(client, alice, model_id, "roses", [("red.png", RED)])["results"]
+    client.delete(f"/v1/models/{model_id}/images/{first['image_id']}", headers=alice.headers)
 
-    client.delete(f"/v1/models/{model_id}/images/{result['image_id']}", headers=alice.headers)
+    (again,) = upload(client, alice, model_id, "roses", [("red.png", RED)])["results"]
 
-    assert image_key(sha256_hex(RED)) in blob_files(services)
+    assert again["status"] == "accepted"
+    assert stored_pictures(services) == {sha256_hex(RED)}
+    assert client.get(f"/v1/models/{model_id}/images/{again['image_id']}/content", headers=alice.headers).content == RED
 
 
-def test_deleting_a_model_or_class_collects_blobs(
+def test_deleting_a_picture_drops_its_cached_thumbnails(
+    client: TestClient, alice: Account, model_id: str, services: Services
+) -> None:
+    other = client.post("/v1/models", json={"name": "other"}, headers=alice.headers).json()["id"]
+    (blue,) = upload(client, alice, model_id, "roses", [("blue.png", BLUE)])["results"]
+    (shared,) = upload(client, alice, other, "roses", [("blue.png", BLUE)])["results"]
+    for size in (32, 64):
+        url = f"/v1/models/{model_id}/images/{blue['image_id']}/thumbnail"
+        assert client.get(url, params={"size": size}, headers=alice.headers).status_code == 200
+    thumbnails = sorted(services.blobs.iter_keys("thumbnails"))
+    assert thumbnails == sorted(thumbnail_key(sha256_hex(BLUE), size) for size in (32, 64))
+
+    client.delete(f"/v1/models/{model_id}/images/{blue['image_id']}", headers=alice.headers)
+    assert sorted(services.blobs.iter_keys("thumbnails")) == thumbnails  # the other model still shows it
+
+    client.delete(f"/v1/models/{other}/images/{shared['image_id']}", headers=alice.headers)
+    assert list(services.blobs.iter_keys("thumbnails")) == []
+
+
+def test_deleting_a_model_or_class_forgets_its_pictures(
     client: TestClient, alice: Account, model_id: str, services: Services
 ) -> None:
     upload(client, alice, model_id, "roses", [("red.png", RED)])
     upload(client, alice, model_id, "tulips", [("blue.png", BLUE)])
-    age_blob(services, RED)
-    age_blob(services, BLUE)
+    (blue,) = images_of(client, alice, model_id, label="tulips")["data"]
+    assert client.get(blue["thumbnail_url"], headers=alice.headers).status_code == 200
 
     client.delete(f"/v1/models/{model_id}/classes/roses", headers=alice.headers)
-    assert blob_files(services) == {image_key(sha256_hex(BLUE))}
+    assert stored_pictures(services) == {sha256_hex(BLUE)}
 
     client.delete(f"/v1/models/{model_id}", headers=alice.headers)
-    assert blob_files(services) == set()
+    assert stored_pictures(services) == set()
+    assert list(services.blobs.iter_keys("thumbnails")) == []

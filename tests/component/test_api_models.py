@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
+from cluster.blobs import sha256_hex
 from cluster.catalog import jobs as catalog_jobs
 from cluster.services import Services
-from tests.component.conftest import Account, World, stored_state
+from tests.component.conftest import Account, World, blob_rows, pack_bytes, pack_files, stored_state
 from tests.factories import make_image
 
 
@@ -155,28 +156,65 @@ def test_delete_model_during_an_import_is_a_conflict(
     assert client.get(f"/v1/models/{model_id}", headers=alice.headers).status_code == 200
 
 
-def test_sample_image(client: TestClient, alice: Account, model_id: str) -> None:
+def put_sample(client: TestClient, account: Account, model_id: str, picture: bytes):
+    files = {"file": ("s.jpg", picture, "image/jpeg")}
+    return client.put(f"/v1/models/{model_id}/sample", files=files, headers=account.headers)
+
+
+def test_sample_image(client: TestClient, alice: Account, model_id: str, services: Services) -> None:
     assert client.get(f"/v1/models/{model_id}/sample", headers=alice.headers).status_code == 404
     picture = make_image((200, 10, 10), (20, 20), "JPEG")
 
-    response = client.put(
-        f"/v1/models/{model_id}/sample", files={"file": ("s.jpg", picture, "image/jpeg")}, headers=alice.headers
-    )
+    response = put_sample(client, alice, model_id, picture)
 
     assert response.status_code == 200
     assert response.json()["has_sample_image"] is True
     assert client.get(f"/v1/models/{model_id}/sample", headers=alice.headers).content == picture
+    (pack,) = pack_files(services)
+    assert blob_rows(services)[sha256_hex(picture)].pack == pack
+    assert pack_bytes(services) == len(picture)
 
 
-def test_unreadable_sample_image_is_refused(client: TestClient, alice: Account, model_id: str) -> None:
-    response = client.put(
-        f"/v1/models/{model_id}/sample",
-        files={"file": ("s.jpg", b"not a picture", "image/jpeg")},
-        headers=alice.headers,
+def test_a_new_sample_forgets_the_old_one(
+    client: TestClient, alice: Account, model_id: str, services: Services
+) -> None:
+    first, second = make_image((200, 10, 10), (20, 20), "JPEG"), make_image((10, 10, 200), (20, 20), "JPEG")
+    put_sample(client, alice, model_id, first)
+
+    assert put_sample(client, alice, model_id, second).status_code == 200
+
+    assert client.get(f"/v1/models/{model_id}/sample", headers=alice.headers).content == second
+    assert set(blob_rows(services)) == {sha256_hex(second)}
+
+
+def test_the_sample_outlives_the_image_it_shows(
+    client: TestClient, alice: Account, model_id: str, services: Services
+) -> None:
+    (picture,) = pictures(1)
+    (result,) = upload(client, alice, model_id, "rose", picture)["results"]
+    stored = pack_bytes(services)
+
+    assert put_sample(client, alice, model_id, picture).status_code == 200
+    client.delete(f"/v1/models/{model_id}/images/{result['image_id']}", headers=alice.headers)
+
+    assert client.get(f"/v1/models/{model_id}/sample", headers=alice.headers).content == picture
+    assert set(blob_rows(services)) == {sha256_hex(picture)}
+
+    client.delete(f"/v1/models/{model_id}", headers=alice.headers)
+    assert blob_rows(services) == {}
+    assert pack_bytes(services) == stored, (
+        "BUG: a sample picture that was already stored was written again into a new pack that nothing refers to"
     )
+
+
+def test_unreadable_sample_image_is_refused(
+    client: TestClient, alice: Account, model_id: str, services: Services
+) -> None:
+    response = put_sample(client, alice, model_id, b"not a picture")
 
     assert response.status_code == 422
     assert client.get(f"/v1/models/{model_id}", headers=alice.headers).json()["has_sample_image"] is False
+    assert (pack_files(services), blob_rows(services)) == ([], {})
 
 
 # --- classes ------------------------------------------------------------------------------------------------

@@ -11,10 +11,11 @@ from typing import Any
 
 import pytest
 
+from cluster.blobs import BlobRef
 from cluster.catalog import db, images, jobs, models, stats, storage, users
 from cluster.catalog.client import LocalCatalog
 from cluster.catalog.db import Connection, connect, in_transaction, migrate, utcnow
-from cluster.catalog.images import NewImage
+from cluster.catalog.images import ImageColumns, NewImage, Outcome, OutcomeColumns
 from cluster.catalog.migrations import MIGRATIONS
 from cluster.catalog.models import ModelSpec
 from cluster.catalog.users import UserRecord
@@ -22,6 +23,7 @@ from cluster.security import hash_token
 from pipelines.errors import Conflict, InvalidInput, NotFound, QuotaExceeded, Unauthorized
 
 QUOTA = 10**9
+PACK = "packs/aa/aa00000000000000000a.pack"
 
 
 @pytest.fixture
@@ -66,8 +68,13 @@ def picture(
     height: int = 32,
     fmt: str = "PNG",
     gray: bool = False,
+    pack: str | None = PACK,
 ) -> NewImage:
-    """An offered, readable picture; `key` decides its sha256 (default: unique per label and number)."""
+    """An offered, readable picture; `key` decides its sha256 (default: unique per label and number).
+
+    Its bytes lie in `pack` (at an offset made from the number), as the upload route or an import batch writes
+    them before offering the picture; `pack=None` offers it without a location.
+    """
     return NewImage(
         label=label,
         original_name=f"{label}/{number}.png",
@@ -79,6 +86,7 @@ def picture(
         mode="L" if gray else "RGB",
         format=fmt,
         is_gray=gray,
+        ref=BlobRef(pack, number * 1000, size) if pack else None,
     )
 
 
@@ -86,13 +94,24 @@ def unreadable(label: str, name: str, reason: str = "It is not a picture.") -> N
     return NewImage(label, name, 12, reject_reason=reason)
 
 
-def add(conn: Connection, owner: UserRecord, model_id: str, offered: list[NewImage], quota: int = QUOTA, **kw):
-    return call(conn, images.add_images, owner.id, model_id, offered, quota_bytes=quota, **kw)
+def add(
+    conn: Connection, owner: UserRecord, model_id: str, offered: list[NewImage], quota: int = QUOTA, **kw
+) -> list[Outcome]:
+    outcomes = call(conn, images.add_images, owner.id, model_id, offered, quota_bytes=quota, **kw)
+    assert isinstance(outcomes, OutcomeColumns)
+    assert len(outcomes) == len(offered)
+    return outcomes.rows()
+
+
+def blob_rows(conn: Connection) -> dict[str, BlobRef]:
+    """Every picture location the catalog knows, read directly."""
+    rows = conn.execute("SELECT sha256, pack, pack_offset, length FROM blobs").fetchall()
+    return {sha256: BlobRef(pack, offset, length) for sha256, pack, offset, length in rows}
 
 
 def snapshot(conn: Connection) -> dict[str, list]:
     """Every row of the tables that hold user data, to prove a failed call changed nothing."""
-    tables = ("users", "tokens", "models", "classes", "images", "jobs", "counters")
+    tables = ("users", "tokens", "models", "classes", "images", "blobs", "jobs", "counters")
     return {table: sorted(conn.execute(f"SELECT * FROM {table}").fetchall(), key=repr) for table in tables}
 
 
@@ -394,6 +413,10 @@ def test_set_model_fields_stores_platform_fields(conn: Connection, alice: UserRe
     assert (record.preprocessing, record.active_version) == (policy, 2)
     with pytest.raises(InvalidInput):
         call(conn, models.set_model_fields, alice.id, model.id, name="sneaky")
+    # The sample picture needs its location too: only set_sample_image sets it.
+    with pytest.raises(InvalidInput, match="sample_sha256"):
+        call(conn, models.set_model_fields, alice.id, model.id, sample_sha256=sha("sample"))
+    assert call(conn, models.get_owned_model, alice.id, model.id).sample_sha256 is None
 
 
 def test_delete_model_removes_everything_and_returns_its_blobs(conn: Connection, alice: UserRecord, model) -> None:
@@ -408,6 +431,33 @@ def test_delete_model_removes_everything_and_returns_its_blobs(conn: Connection,
         call(conn, models.get_owned_model, alice.id, model.id)
     assert conn.execute("SELECT DISTINCT model_id FROM images").fetchall() == [(other.id,)]
     assert conn.execute("SELECT DISTINCT model_id FROM classes").fetchall() == [(other.id,)]
+    assert set(blob_rows(conn)) == {sha("cat-9")}  # the locations went in the same transaction
+
+
+def test_delete_model_keeps_pictures_another_model_holds(
+    conn: Connection, alice: UserRecord, bob: UserRecord, model
+) -> None:
+    bobs = call(conn, models.create_model, bob.id, ModelSpec("bobs"))
+    add(conn, alice, model.id, [picture("cat", 1), picture("cat", 2)])
+    add(conn, bob, bobs.id, [picture("kitten", 1, key="cat-1", pack="packs/bb/bob.pack")])
+    where = blob_rows(conn)[sha("cat-1")]
+
+    assert call(conn, models.delete_model, alice.id, model.id) == [sha("cat-2")]
+    assert blob_rows(conn) == {sha("cat-1"): where}  # bob's copy still reads from alice's first upload
+
+    assert call(conn, models.delete_model, bob.id, bobs.id) == [sha("cat-1")]
+    assert blob_rows(conn) == {}
+
+
+def test_delete_model_forgets_its_sample_picture_unless_used(conn: Connection, alice: UserRecord, model) -> None:
+    other = call(conn, models.create_model, alice.id, ModelSpec("other"))
+    add(conn, alice, other.id, [picture("cat", 1)])
+    call(conn, models.set_sample_image, alice.id, model.id, sha("sample"), BlobRef(PACK, 99, 5))
+    call(conn, models.set_sample_image, alice.id, other.id, sha("cat-1"), BlobRef("packs/cc/c.pack", 0, 100))
+
+    assert call(conn, models.delete_model, alice.id, model.id) == [sha("sample")]
+    assert call(conn, models.delete_model, alice.id, other.id) == [sha("cat-1")]
+    assert blob_rows(conn) == {}
 
 
 def test_delete_model_with_an_active_job_is_a_conflict(conn: Connection, alice: UserRecord, model) -> None:
@@ -427,6 +477,10 @@ OWNED_CALLS = [
     pytest.param(lambda c, u, m: models.update_model(c, u, m, {"name": "mine"}), id="update-model"),
     pytest.param(lambda c, u, m: models.delete_model(c, u, m), id="delete-model"),
     pytest.param(lambda c, u, m: models.set_model_fields(c, u, m, active_version=1), id="set-model-fields"),
+    pytest.param(
+        lambda c, u, m: models.set_sample_image(c, u, m, sha("intruder"), BlobRef(PACK, 0, 1)), id="set-sample-image"
+    ),
+    pytest.param(lambda c, u, m: models.sample_blob(c, u, m), id="sample-blob"),
     pytest.param(lambda c, u, m: models.list_classes(c, u, m), id="list-classes"),
     pytest.param(lambda c, u, m: models.get_class(c, u, m, "cat"), id="get-class"),
     pytest.param(lambda c, u, m: models.create_class(c, u, m, "bird"), id="create-class"),
@@ -436,6 +490,8 @@ OWNED_CALLS = [
     pytest.param(lambda c, u, m: images.add_images(c, u, m, [picture("cat", 99)], quota_bytes=QUOTA), id="add-images"),
     pytest.param(lambda c, u, m: images.list_images(c, u, m), id="list-images"),
     pytest.param(lambda c, u, m: images.get_image(c, u, m, 1), id="get-image"),
+    pytest.param(lambda c, u, m: images.image_blob(c, u, m, 1), id="image-blob"),
+    pytest.param(lambda c, u, m: images.known_shas(c, u, m, [sha("cat-1")]), id="known-shas"),
     pytest.param(lambda c, u, m: images.update_image(c, u, m, 1, split="test"), id="update-image"),
     pytest.param(lambda c, u, m: images.delete_images(c, u, m, [1]), id="delete-images"),
     pytest.param(lambda c, u, m: images.training_view(c, u, m), id="training-view"),
@@ -551,6 +607,7 @@ def test_delete_class_removes_its_images_only(conn: Connection, alice: UserRecor
     shas = call(conn, models.delete_class, alice.id, model.id, "cat")
 
     assert sorted(shas) == sorted([sha("cat-1"), sha("cat-2")])
+    assert set(blob_rows(conn)) == {sha("dog-1")}
     remaining, total = call(conn, images.list_images, alice.id, model.id, status=None)
     assert total == 1
     assert remaining[0].label == "dog"
@@ -692,6 +749,222 @@ def test_quota_is_per_owner(conn: Connection, alice: UserRecord, bob: UserRecord
     assert outcome.status == "accepted"
 
 
+# --- where pictures lie: blob rows ---------------------------------------------------------------------------
+
+
+def test_add_images_records_where_accepted_pictures_lie(conn: Connection, alice: UserRecord, model) -> None:
+    offered = [picture("cat", 1), picture("cat", 2, size=7), unreadable("cat", "cat/x.png")]
+
+    add(conn, alice, model.id, offered)
+
+    assert blob_rows(conn) == {sha("cat-1"): BlobRef(PACK, 1000, 100), sha("cat-2"): BlobRef(PACK, 2000, 7)}
+    created = conn.execute("SELECT DISTINCT created_at IS NOT NULL FROM blobs").fetchall()
+    assert created == [(True,)]
+
+
+def test_duplicates_and_conflicts_record_no_second_location(conn: Connection, alice: UserRecord, model) -> None:
+    add(conn, alice, model.id, [picture("cat", 1)])
+    before = blob_rows(conn)
+
+    outcomes = add(
+        conn,
+        alice,
+        model.id,
+        [
+            picture("cat", 7, key="cat-1", pack="packs/bb/again.pack"),  # duplicate
+            picture("dog", 8, key="cat-1", pack="packs/bb/again.pack"),  # rejected: already a cat
+        ],
+    )
+
+    assert [o.status for o in outcomes] == ["duplicate", "rejected"]
+    assert blob_rows(conn) == before
+
+
+def test_the_first_location_of_a_picture_wins(conn: Connection, alice: UserRecord, bob: UserRecord, model) -> None:
+    bobs = call(conn, models.create_model, bob.id, ModelSpec("bobs"))
+    add(conn, alice, model.id, [picture("cat", 1)])
+    # Within one offer too: the second copy is a duplicate and its location is not used.
+    add(conn, alice, model.id, [picture("dog", 1), picture("dog", 2, key="dog-1", pack="packs/bb/later.pack")])
+
+    (outcome,) = add(conn, bob, bobs.id, [picture("kitten", 5, key="cat-1", pack="packs/bb/bobs.pack")])
+
+    assert outcome.status == "accepted"  # bob's dataset holds it, read from where alice's upload put it
+    assert blob_rows(conn) == {sha("cat-1"): BlobRef(PACK, 1000, 100), sha("dog-1"): BlobRef(PACK, 1000, 100)}
+
+
+def test_a_picture_offered_without_a_location_records_none(conn: Connection, alice: UserRecord, model) -> None:
+    (outcome,) = add(conn, alice, model.id, [picture("cat", 1, pack=None)])
+
+    assert outcome.status == "accepted"
+    assert blob_rows(conn) == {}
+
+
+@pytest.mark.parametrize(
+    ("offered", "kwargs", "error"),
+    [
+        pytest.param([picture("dog", 1, size=2000)], {"quota": 1000}, QuotaExceeded, id="over-quota"),
+        pytest.param([unreadable("dog", "dog/x")], {"require_usable": True}, InvalidInput, id="nothing-usable"),
+    ],
+)
+def test_a_refused_offer_records_no_location(
+    conn: Connection, alice: UserRecord, model, offered: list[NewImage], kwargs: dict, error: type
+) -> None:
+    add(conn, alice, model.id, [picture("cat", 1)])
+    before = snapshot(conn)
+
+    with pytest.raises(error):
+        add(conn, alice, model.id, offered, **kwargs)
+
+    assert snapshot(conn) == before
+
+
+def test_blob_refs_of_known_and_unknown_pictures(conn: Connection, alice: UserRecord, model) -> None:
+    add(conn, alice, model.id, [picture("cat", 1), picture("cat", 2, pack="packs/bb/b.pack")])
+
+    refs = call(conn, images.blob_refs, [sha("cat-2"), sha("unknown"), sha("cat-1"), sha("cat-1")])
+
+    assert refs == {sha("cat-1"): BlobRef(PACK, 1000, 100), sha("cat-2"): BlobRef("packs/bb/b.pack", 2000, 100)}
+    assert call(conn, images.blob_refs, []) == {}
+
+
+def test_image_blob_is_the_record_and_its_location(conn: Connection, alice: UserRecord, model) -> None:
+    cat, junk = add(conn, alice, model.id, [picture("cat", 1, split="train"), unreadable("cat", "cat/x")])
+    (conflict,) = add(conn, alice, model.id, [picture("dog", 1, key="cat-1")])
+
+    record, ref = call(conn, images.image_blob, alice.id, model.id, cat.image_id)
+
+    assert record == call(conn, images.get_image, alice.id, model.id, cat.image_id)
+    assert ref == BlobRef(PACK, 1000, 100)
+    # Rejects have no bytes, even one whose picture is stored for another row.
+    for reject in (junk, conflict):
+        with pytest.raises(NotFound, match="rejected"):
+            call(conn, images.image_blob, alice.id, model.id, reject.image_id)
+    with pytest.raises(NotFound, match="no image 999"):
+        call(conn, images.image_blob, alice.id, model.id, 999)
+
+
+def test_known_shas_are_the_accepted_pictures_of_this_model(conn: Connection, alice: UserRecord, model) -> None:
+    other = call(conn, models.create_model, alice.id, ModelSpec("other"))
+    add(conn, alice, model.id, [picture("cat", 1), picture("cat", 2)])
+    # cat-9 leaves only a reject row (a conflict) in the model once the accepted copy is deleted.
+    (accepted,) = add(conn, alice, model.id, [picture("cat", 9)])
+    (conflict,) = add(conn, alice, model.id, [picture("dog", 9, key="cat-9")])
+    call(conn, images.delete_images, alice.id, model.id, [accepted.image_id])
+    assert call(conn, images.get_image, alice.id, model.id, conflict.image_id).sha256 == sha("cat-9")
+    add(conn, alice, other.id, [picture("cat", 9)])
+
+    asked = [sha("cat-1"), sha("cat-2"), sha("cat-9"), sha("unknown")]
+
+    assert call(conn, images.known_shas, alice.id, model.id, asked) == {sha("cat-1"), sha("cat-2")}
+    assert call(conn, images.known_shas, alice.id, other.id, asked) == {sha("cat-9")}
+    assert call(conn, images.known_shas, alice.id, model.id, []) == set()
+
+
+# --- the sample picture --------------------------------------------------------------------------------------
+
+
+def test_sample_image_is_recorded_with_its_location(conn: Connection, alice: UserRecord, model) -> None:
+    with pytest.raises(NotFound, match="no sample picture"):
+        call(conn, models.sample_blob, alice.id, model.id)
+
+    record = call(conn, models.set_sample_image, alice.id, model.id, sha("sample"), BlobRef(PACK, 10, 20))
+
+    assert record.sample_sha256 == sha("sample")
+    assert record.updated_at >= model.updated_at
+    assert call(conn, models.sample_blob, alice.id, model.id) == BlobRef(PACK, 10, 20)
+    assert blob_rows(conn) == {sha("sample"): BlobRef(PACK, 10, 20)}
+
+
+def test_a_new_sample_forgets_the_old_one_unless_used(conn: Connection, alice: UserRecord, model) -> None:
+    add(conn, alice, model.id, [picture("cat", 1)])
+    call(conn, models.set_sample_image, alice.id, model.id, sha("first"), BlobRef(PACK, 10, 20))
+
+    call(conn, models.set_sample_image, alice.id, model.id, sha("cat-1"), BlobRef("packs/bb/copy.pack", 0, 100))
+    # An already stored picture keeps its first location.
+    assert call(conn, models.sample_blob, alice.id, model.id) == BlobRef(PACK, 1000, 100)
+    assert set(blob_rows(conn)) == {sha("cat-1")}
+
+    call(conn, models.set_sample_image, alice.id, model.id, sha("second"), BlobRef(PACK, 50, 5))
+    assert set(blob_rows(conn)) == {sha("cat-1"), sha("second")}  # cat-1 is still in the dataset
+
+    call(conn, models.set_sample_image, alice.id, model.id, sha("second"), BlobRef(PACK, 60, 5))  # the same again
+    assert blob_rows(conn)[sha("second")] == BlobRef(PACK, 50, 5)
+
+
+def test_the_sample_keeps_its_picture_when_the_image_goes(conn: Connection, alice: UserRecord, model) -> None:
+    (cat,) = add(conn, alice, model.id, [picture("cat", 1)])
+    call(conn, models.set_sample_image, alice.id, model.id, sha("cat-1"), BlobRef(PACK, 1000, 100))
+
+    assert call(conn, images.delete_images, alice.id, model.id, [cat.image_id]) == []
+    assert call(conn, models.delete_class, alice.id, model.id, "cat") == []
+
+    assert call(conn, models.sample_blob, alice.id, model.id) == BlobRef(PACK, 1000, 100)
+
+
+# --- columns between processes -------------------------------------------------------------------------------
+
+
+def test_image_columns_round_trip() -> None:
+    offered = [
+        picture("cat", 1, split="train", gray=True),
+        picture("dog", 2, pack="packs/bb/other.pack", fmt="JPEG"),
+        picture("dog", 3, pack=None),
+        unreadable("owl", "owl/x.txt"),
+    ]
+
+    columns = ImageColumns.of(offered)
+
+    assert len(columns) == 4
+    assert columns.rows() == offered
+    assert columns.columns["ref"][0] == (PACK, 1000, 100)  # plain tuples, cheap to pickle
+    assert columns.columns["ref"][2:] == [None, None]
+    assert ImageColumns.of(iter(offered)).rows() == offered  # any iterable
+
+
+def test_image_columns_concat_keeps_the_order() -> None:
+    offered = [picture("cat", i) for i in range(5)] + [unreadable("cat", "cat/x")]
+
+    merged = ImageColumns.concat([ImageColumns.of(offered[:2]), ImageColumns.of([]), ImageColumns.of(offered[2:])])
+
+    assert merged.rows() == offered
+    assert merged == ImageColumns.of(offered)
+    assert len(ImageColumns.concat([])) == 0
+    assert ImageColumns.concat([]).rows() == []
+
+
+def test_add_images_takes_columns_like_a_list(conn: Connection, alice: UserRecord, model) -> None:
+    offered = [picture("cat", 1, split="train"), picture("cat", 1, split="train"), unreadable("cat", "cat/x")]
+
+    outcomes = call(conn, images.add_images, alice.id, model.id, ImageColumns.of(offered), quota_bytes=QUOTA)
+
+    rows = outcomes.rows()
+    assert len(outcomes) == 3
+    assert [(o.original_name, o.label, o.status, o.split) for o in rows] == [
+        ("cat/1.png", "cat", "accepted", "train"),
+        ("cat/1.png", "cat", "duplicate", None),
+        ("cat/x", "cat", "rejected", None),
+    ]
+    assert rows[0].image_id is not None
+    assert (rows[1].image_id, rows[2].image_id) == (None, rows[0].image_id + 1)
+    assert rows[1].reason == "The same picture is already in this class."
+    assert outcomes.columns["status"] == ["accepted", "duplicate", "rejected"]
+    assert blob_rows(conn) == {sha("cat-1"): BlobRef(PACK, 1000, 100)}
+
+
+def test_outcome_columns_round_trip() -> None:
+    outcomes = [
+        Outcome("a.png", "cat", "accepted", 4, "train"),
+        Outcome("b.png", "cat", "duplicate", reason="same"),
+        Outcome("c.png", "cat", "rejected", 5, reason="broken"),
+    ]
+    names = ("original_name", "label", "status", "image_id", "split", "reason")
+    columns = OutcomeColumns({name: [getattr(o, name) for o in outcomes] for name in names})
+
+    assert len(columns) == 3
+    assert columns.rows() == outcomes
+    assert OutcomeColumns({name: [] for name in names}).rows() == []
+
+
 # --- moving and deleting images ----------------------------------------------------------------------------
 
 
@@ -738,6 +1011,7 @@ def test_delete_images_returns_their_blobs(conn: Connection, alice: UserRecord, 
     assert shas == [sha("cat-2")]
     remaining, total = call(conn, images.list_images, alice.id, model.id, status=None)
     assert [r.id for r in remaining] == [outcomes[0].image_id]
+    assert set(blob_rows(conn)) == {sha("cat-1")}
     assert call(conn, images.delete_images, alice.id, model.id, []) == []
 
 
@@ -751,17 +1025,47 @@ def test_delete_images_is_all_or_nothing(conn: Connection, alice: UserRecord, mo
     assert snapshot(conn) == before
 
 
-def test_unreferenced_ignores_pictures_still_used_anywhere(
+def test_delete_images_keeps_a_picture_shared_by_two_models_until_both_are_gone(
+    conn: Connection, alice: UserRecord, model
+) -> None:
+    other = call(conn, models.create_model, alice.id, ModelSpec("other"))
+    (first,) = add(conn, alice, model.id, [picture("cat", 1)])
+    (second,) = add(conn, alice, other.id, [picture("cat", 1, pack="packs/bb/second.pack")])
+
+    assert call(conn, images.delete_images, alice.id, model.id, [first.image_id]) == []
+    assert blob_rows(conn) == {sha("cat-1"): BlobRef(PACK, 1000, 100)}
+
+    assert call(conn, images.delete_images, alice.id, other.id, [second.image_id]) == [sha("cat-1")]
+    assert blob_rows(conn) == {}
+
+
+def test_a_reject_row_does_not_keep_a_picture(conn: Connection, alice: UserRecord, model) -> None:
+    (cat,) = add(conn, alice, model.id, [picture("cat", 1)])
+    (conflict,) = add(conn, alice, model.id, [picture("dog", 1, key="cat-1")])  # rejected, but carries the sha
+    assert conflict.status == "rejected"
+
+    assert call(conn, images.delete_images, alice.id, model.id, [cat.image_id]) == [sha("cat-1")]
+
+    assert blob_rows(conn) == {}
+    assert call(conn, images.get_image, alice.id, model.id, conflict.image_id).sha256 == sha("cat-1")
+
+
+def test_prune_blobs_keeps_pictures_still_used_anywhere(
     conn: Connection, alice: UserRecord, bob: UserRecord, model
 ) -> None:
     bobs = call(conn, models.create_model, bob.id, ModelSpec("bobs"))
     add(conn, bob, bobs.id, [picture("cat", 1)])
-    call(conn, models.set_model_fields, bob.id, bobs.id, sample_sha256=sha("sample"))
+    call(conn, models.set_sample_image, bob.id, bobs.id, sha("sample"), BlobRef(PACK, 5, 5))
+    # A location nothing refers to (its image row went without a prune, as after an interrupted clean-up).
+    conn.execute("INSERT INTO blobs VALUES (?, ?, 7, 7, ?)", [sha("gone"), PACK, utcnow()])
+    before = blob_rows(conn)
 
-    candidates = [sha("cat-1"), sha("sample"), sha("gone")]
+    candidates = [sha("cat-1"), sha("sample"), sha("gone"), sha("never-stored")]
 
-    assert call(conn, images.unreferenced, candidates) == [sha("gone")]
-    assert call(conn, images.unreferenced, []) == []
+    assert call(conn, images.prune_blobs, candidates) == [sha("gone")]
+    assert blob_rows(conn) == {key: ref for key, ref in before.items() if key != sha("gone")}
+    assert call(conn, images.prune_blobs, candidates) == []
+    assert call(conn, images.prune_blobs, []) == []
 
 
 def test_training_view_lists_accepted_images(conn: Connection, alice: UserRecord, model) -> None:
@@ -1087,6 +1391,20 @@ def test_cleanup_counts_a_picture_kept_in_another_model_as_not_freed(
     assert len(plan.image_ids) == 2
 
 
+def test_apply_cleanup_keeps_a_picture_another_user_holds(
+    conn: Connection, alice: UserRecord, bob: UserRecord, model
+) -> None:
+    bobs = call(conn, models.create_model, bob.id, ModelSpec("bobs"))
+    add(conn, alice, model.id, [picture("cat", 1, split="train", size=500), picture("cat", 2, split="train")])
+    add(conn, bob, bobs.id, [picture("cat", 1, split="train", size=500)])
+
+    plan, shas = call(conn, storage.apply_cleanup, alice.id, QUOTA, 1)
+
+    assert (len(plan.image_ids), plan.freed_bytes) == (1, 500)  # alice's largest, cat-1, is gone for her
+    assert shas == []  # but bob still holds it
+    assert set(blob_rows(conn)) == {sha("cat-1"), sha("cat-2")}
+
+
 def test_apply_cleanup_deletes_exactly_the_planned_images(
     conn: Connection, alice: UserRecord, model, crowded: dict[int, int]
 ) -> None:
@@ -1098,6 +1416,10 @@ def test_apply_cleanup_deletes_exactly_the_planned_images(
     remaining = {row[0] for row in conn.execute("SELECT id FROM images").fetchall()}
     assert remaining == set(crowded) - set(plan.image_ids)
     assert len(shas) == len(plan.image_ids)
+    # The locations of exactly those pictures went in the same transaction.
+    kept = {row[0] for row in conn.execute("SELECT sha256 FROM images").fetchall()}
+    assert set(blob_rows(conn)) == kept
+    assert kept.isdisjoint(shas)
     assert call(conn, images.storage_used, alice.id) == sum(crowded.values()) - plan.freed_bytes
     assert {c.name for c in call(conn, models.list_classes, alice.id, model.id)} == {"cat", "dog"}
 

@@ -30,6 +30,8 @@ def test_defaults_give_a_local_platform(tmp_path: Path) -> None:
     assert settings.host == "127.0.0.1"
     assert settings.api_url == "http://127.0.0.1:8000"
     assert settings.allow_registration is True
+    # Imports size their decode batches from the zip and run one decode task per CPU unless told otherwise.
+    assert (settings.import_batch_size, settings.import_parallelism) == (0, 0)
 
 
 def test_blob_root_and_catalog_file_derive_from_data_dir(tmp_path: Path) -> None:
