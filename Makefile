@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 # TensorFlow imports 4x slower without bytecode (see docs/ARCHITECTURE.md, "Operations").
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: setup run up down status test lint format bench clean
+.PHONY: setup browser-deps run up down status test lint format bench clean
 
 setup: $(STAMP)
 
@@ -17,6 +17,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv
 	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev]'
 	touch $(STAMP)
+
+# Debian's chromium for the browser smoke test (Playwright drives it; its own browser download cannot work
+# here). Installed only when missing; sudo only when not root.
+browser-deps:
+	@test -x /usr/bin/chromium || { \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
+	}
 
 run: setup
 	$(BIN)/classifly up
@@ -37,7 +45,7 @@ format: setup
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: setup lint
+test: setup lint browser-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: setup

@@ -52,6 +52,13 @@ class JobsActor:
         self._prune()
         self.running[request.job_id] = self.driver.remote(request, self.namespace)
 
+    def submit_training(self, run_id: str, settings_json: str) -> None:
+        from cluster.training import training_driver
+
+        self._prune()
+        driver = ray.remote(num_cpus=0, max_retries=0)(training_driver).options(name=f"training {run_id}")
+        self.running[run_id] = driver.remote(run_id, settings_json)
+
     def running_jobs(self) -> list[str]:
         self._prune()
         return list(self.running)
@@ -78,8 +85,12 @@ def start_jobs_actor(namespace: str) -> ray.actor.ActorHandle:
 class RayJobLauncher:
     """The API's way to start jobs on the cluster."""
 
-    def __init__(self, handle: ray.actor.ActorHandle):
+    def __init__(self, handle: ray.actor.ActorHandle, settings_json: str):
         self.handle = handle
+        self.settings_json = settings_json
 
     def submit_import(self, request: ImportRequest) -> None:
         ray.get(self.handle.submit_import.remote(request))
+
+    def submit_training(self, run_id: str) -> None:
+        ray.get(self.handle.submit_training.remote(run_id, self.settings_json))

@@ -137,11 +137,35 @@ def start_serving(settings: Settings) -> None:
     serve.run(build_app(AppArgs(settings)), name=APP_NAME, route_prefix="/", blocking=False)
 
 
-def start_ui(settings: Settings, log_dir: Path) -> int:
+def create_service_token(settings: Settings) -> str:
+    """A fresh service token for the UI process (earlier ones are revoked); only its hash is stored."""
+    from cluster.catalog import users as catalog_users
+    from cluster.catalog.actor import RayCatalog, start_catalog_actor
+    from cluster.security import new_token
+
+    secret, token_hash, hint = new_token("service")
+    catalog = RayCatalog(start_catalog_actor(settings.catalog_file, settings.ray_namespace))
+    catalog.call_sync(catalog_users.ensure_service_token, token_hash, hint)
+    return secret
+
+
+def ui_env(settings: Settings, service_token: str) -> dict[str, str]:
+    """What the UI process is told, by environment only: the service token is never written anywhere."""
+    return {
+        "CLASSIFLY_API_URL": settings.api_url,
+        "CLASSIFLY_UI_SECRET": ui_secret(settings),
+        "CLASSIFLY_SERVICE_TOKEN": service_token,
+        "CLASSIFLY_DASHBOARD_URL": endpoints(settings).dashboard,
+        "STREAMLIT_SERVER_MAX_UPLOAD_SIZE": str(max(1, settings.max_upload_bytes // 2**20)),
+        "STREAMLIT_CLIENT_TOOLBAR_MODE": "minimal",  # no "Deploy" button: this app is self-hosted
+    }
+
+
+def start_ui(settings: Settings, log_dir: Path, service_token: str = "") -> int:
     """Start the Streamlit UI as a background process; returns its pid."""
     app = Path(__file__).resolve().parent.parent / "ui" / "app.py"
     log = open(log_dir / "ui.log", "ab")  # noqa: SIM115 - handed to the child process
-    env = {**os.environ, "CLASSIFLY_API_URL": settings.api_url, "CLASSIFLY_UI_SECRET": ui_secret(settings)}
+    env = {**os.environ, **ui_env(settings, service_token)}
     process = subprocess.Popen(
         [
             sys.executable,
@@ -192,7 +216,7 @@ def up(settings: Settings, *, with_ui: bool = True, out=print) -> Endpoints:
         raise RuntimeError(f"The API did not become healthy at {urls.api}. See 'ray status' and the Ray dashboard.")
     if with_ui and not http_ok(f"{urls.ui}/_stcore/health"):
         out("Starting the web UI …")
-        start_ui(settings, settings.state_dir())
+        start_ui(settings, settings.state_dir(), create_service_token(settings))
         wait_for_http(f"{urls.ui}/_stcore/health", deadline_s=60)
     _write_state(
         settings,

@@ -20,6 +20,8 @@ class JobLauncher(Protocol):
 
     def submit_import(self, request: ImportRequest) -> None: ...
 
+    def submit_training(self, run_id: str) -> None: ...
+
 
 @dataclass(frozen=True)
 class Services:
@@ -37,11 +39,16 @@ class ThreadJobLauncher:
         self.catalog = catalog
         self.blobs = blobs
         self.threads: list[threading.Thread] = []
+        self.training_requests: list[str] = []
 
     def submit_import(self, request: ImportRequest) -> None:
         thread = threading.Thread(target=self._run, args=(request,), daemon=True, name=f"import-{request.job_id}")
         self.threads.append(thread)
         thread.start()
+
+    def submit_training(self, run_id: str) -> None:
+        """Training needs Ray (Tune, tasks); in-process the run is recorded and stays queued."""
+        self.training_requests.append(run_id)
 
     def _run(self, request: ImportRequest) -> None:
         try:

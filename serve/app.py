@@ -30,7 +30,9 @@ class Ingress:
         catalog = start_catalog_actor(settings.catalog_file, settings.ray_namespace)
         jobs = start_jobs_actor(settings.ray_namespace)
         blobs = open_blob_store(settings.blob_root)
-        self.services = Services(settings, RayCatalog(catalog), blobs, RayJobLauncher(jobs), _cluster_cpus())
+        self.services = Services(
+            settings, RayCatalog(catalog), blobs, RayJobLauncher(jobs, settings.model_dump_json()), _cluster_cpus()
+        )
 
     def __serve_build_asgi_app__(self):
         return create_api(self.services)

@@ -34,7 +34,7 @@ class Principal:
         return self.user.id
 
 
-async def get_principal(
+async def authenticate(
     services: ServicesDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> Principal:
     if credentials is None or not credentials.credentials:
@@ -46,7 +46,23 @@ async def get_principal(
     return Principal(user, token)
 
 
+async def get_principal(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+    # The web UI's service token opens the service routes only, never a user's resources.
+    if principal.token.kind == "service":
+        raise Forbidden("This token belongs to the web UI. Sign in, or use an API token.")
+    return principal
+
+
 CurrentUser = Annotated[Principal, Depends(get_principal)]
+
+
+async def get_service_caller(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+    if principal.token.kind != "service":
+        raise Forbidden("Only the Classifly web UI may call this route.")
+    return principal
+
+
+ServiceCaller = Annotated[Principal, Depends(get_service_caller)]
 
 
 async def get_admin(principal: CurrentUser) -> Principal:

@@ -249,3 +249,79 @@ class CleanupPublic(Public):
     per_class: list[dict[str, Any]]
     sufficient: bool
     applied: bool
+
+
+class TrainRequest(BaseModel):
+    """Everything is optional: without a body the platform decides. Experts may narrow the search."""
+
+    target_accuracy: float | None = Field(None, gt=0, le=1, description="Stop as soon as a candidate reaches this")
+    time_budget_s: int | None = Field(None, ge=10, le=604800, description="Longest the search may take")
+    backbones: list[str] | None = Field(None, description="Only these pretrained backbones, e.g. efficientnet_lite0")
+    kinds: list[Literal["frozen_head", "finetune", "scratch_cnn"]] | None = None
+    max_epochs: int | None = Field(None, ge=1, le=500)
+    batch_size: int | None = Field(None, ge=1, le=4096)
+    learning_rate: float | None = Field(None, gt=0, le=1)
+    augmentation: bool | None = None
+
+
+class RunProgress(Public):
+    stage: str
+    fraction: float
+    message: str
+    best_accuracy: float | None = None
+    seconds_left: float | None = None
+
+
+class TrialPublic(Public):
+    trial_id: str
+    title: str
+    spec: dict[str, Any]
+    status: str
+    epochs: int
+    best_val_accuracy: float | None
+    history: list[dict[str, Any]]
+    cost_s: float | None
+    stop_reason: str | None
+
+
+class RunPublic(Public):
+    id: str
+    model_id: str
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted"]
+    config: dict[str, Any]
+    progress: RunProgress
+    result: dict[str, Any] | None
+    error: dict[str, Any] | None
+    cancel_requested: bool
+    num_images: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    url: str
+
+
+class RunDetail(RunPublic):
+    trials: list[TrialPublic]
+
+
+class RunsPublic(Public):
+    data: list[RunPublic]
+    count: int
+
+
+class VersionPublic(Public):
+    model_id: str
+    version: int
+    active: bool
+    source: Literal["training", "expansion", "rollback"]
+    run_id: str | None
+    classes: list[str]
+    backbone: str | None
+    preprocessing: dict[str, Any] | None
+    metrics: dict[str, Any]
+    created_at: datetime
+
+
+class VersionsPublic(Public):
+    data: list[VersionPublic]
+    count: int

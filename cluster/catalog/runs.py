@@ -404,9 +404,36 @@ def activate_version(conn: Connection, owner_id: str, model_id: str, version: in
 def winning_specs(conn: Connection, *, limit: int = 50) -> list[dict[str, Any]]:
     """Specs that won past runs, with the dataset summary they won on (the 'database search' of candidates)."""
     rows = conn.execute(
-        "SELECT json_extract(result, '$.winner.spec'), json_extract(result, '$.dataset') FROM training_runs"
+        "SELECT json_extract(result, '$.winner.spec'), json_extract(result, '$.dataset'),"
+        " CAST(json_extract(result, '$.accuracy') AS DOUBLE) FROM training_runs"
         " WHERE status = 'succeeded' AND json_extract(result, '$.winner.spec') IS NOT NULL"
         " ORDER BY finished_at DESC LIMIT ?",
         [limit],
     ).fetchall()
-    return [{"spec": _json(spec, {}), "dataset": _json(dataset, {})} for spec, dataset in rows]
+    return [
+        {"spec": _json(spec, {}), "dataset": _json(dataset, {}), "accuracy": accuracy or 0.0}
+        for spec, dataset, accuracy in rows
+    ]
+
+
+def run_stop_reason(conn: Connection, run_id: str) -> str | None:
+    """Why a running search should stop now: 'cancelled', 'target reached' (by some candidate), or None."""
+    row = conn.execute(
+        "SELECT cancel_requested, coalesce(CAST(json_extract(progress, '$.target_reached') AS BOOLEAN), false)"
+        " FROM training_runs WHERE id = ?",
+        [run_id],
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"There is no training run '{run_id}'.")
+    if row[0]:
+        return "cancelled"
+    return "target reached" if row[1] else None
+
+
+def run_shape(conn: Connection, run_id: str) -> list[tuple[int, int, bool]]:
+    """(width, height, is_gray) of the run's pictures: what the preprocessing policy is chosen from."""
+    return conn.execute(
+        "SELECT i.width, i.height, coalesce(i.is_gray, false) FROM run_images s JOIN images i ON i.id = s.image_id"
+        " WHERE s.run_id = ?",
+        [run_id],
+    ).fetchall()

@@ -154,3 +154,43 @@ def list_users_count(conn: Connection) -> int:
     """How many accounts exist (a cheap query that proves the catalog answers)."""
     (count,) = conn.execute("SELECT count(*) FROM users").fetchone()
     return count
+
+
+# --- the built-in service user: the web UI's credential (see docs/ARCHITECTURE.md, "UI sign-in") ------------
+
+# Registration refuses ':' in usernames, and the password hash below is not a bcrypt hash, so no password ever
+# matches it: nobody can sign in as the service user, and an account that merely took the name is refused.
+SERVICE_USERNAME = "classifly:service"
+SERVICE_PASSWORD_HASH = "!service-account-no-password"
+
+
+def ensure_service_token(conn: Connection, token_hash: str, hint: str) -> TokenRecord:
+    """Store a new service token (creating the service user on first use) and revoke the earlier ones."""
+    row = conn.execute("SELECT id, password_hash FROM users WHERE username = ?", [SERVICE_USERNAME]).fetchone()
+    if row is not None and row[1] != SERVICE_PASSWORD_HASH:
+        raise Conflict(f"The username '{SERVICE_USERNAME}' is reserved for the web UI. Rename that account.")
+    user_id = row[0] if row else create_user(conn, SERVICE_USERNAME, SERVICE_PASSWORD_HASH).id
+    conn.execute(
+        "UPDATE tokens SET revoked_at = ? WHERE user_id = ? AND kind = 'service' AND revoked_at IS NULL",
+        [utcnow(), user_id],
+    )
+    return create_token(conn, user_id, name="web UI", kind="service", token_hash=token_hash, hint=hint, expires_at=None)
+
+
+def list_sign_in_hashes(conn: Connection) -> list[tuple[str, str, bool]]:
+    """(username, bcrypt hash, is_admin) of every account people sign in to; the service user is left out."""
+    return conn.execute(
+        "SELECT username, password_hash, is_admin FROM users WHERE username <> ? ORDER BY created_at",
+        [SERVICE_USERNAME],
+    ).fetchall()
+
+
+def get_user_by_username(conn: Connection, username: str) -> UserRecord:
+    """The account people sign in to under this name (case-insensitive); NotFound for the service user."""
+    row = conn.execute(
+        f"SELECT {_USER_COLUMNS} FROM users WHERE lower(username) = lower(?) AND username <> ?",
+        [username, SERVICE_USERNAME],
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"There is no user '{username}'.")
+    return UserRecord(*row)

@@ -1,0 +1,203 @@
+"""Page tests: each page runs in AppTest through the real frame (ui/app.py), with `ui.api_client` faked.
+
+`api` replaces every endpoint function with one that fails the test unless the test said what it returns, so
+no page test reaches the network and every call a page makes is deliberate.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import streamlit as st
+import streamlit_authenticator.params
+from streamlit.testing.v1 import AppTest
+
+from tests.factories import make_image
+from ui import api_client, state
+from ui.api_client import ApiError
+from ui.api_types import (
+    ClassInfo,
+    DatasetStats,
+    Image,
+    ImagesPage,
+    Job,
+    Model,
+    Problem,
+    Progress,
+    User,
+)
+
+APP = str(Path(__file__).resolve().parents[2] / "ui" / "app.py")
+TOKEN = "cfs_test-session"
+NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+NOT_ENDPOINTS = {"api_url"}  # reads the environment, no HTTP: pages may call it for real
+ENDPOINTS = [
+    name
+    for name, value in vars(api_client).items()
+    if inspect.isfunction(value) and value.__module__ == api_client.__name__
+    if not name.startswith("_") and name not in NOT_ENDPOINTS
+]
+
+
+@dataclass
+class FakeApi:
+    """The API as a page sees it: canned answers per endpoint, and a record of every call."""
+
+    calls: list[tuple[str, tuple, dict]] = field(default_factory=list)
+    answers: dict[str, Callable[..., Any]] = field(default_factory=dict)
+
+    def returns(self, name: str, value: Any) -> None:
+        self.answers[name] = lambda *args, **kwargs: value
+
+    def answers_with(self, name: str, fn: Callable[..., Any]) -> None:
+        self.answers[name] = fn
+
+    def fails(self, name: str, title: str, detail: str = "What to do.", status: int = 400, code: str = "x") -> None:
+        problem = Problem(title=title, detail=detail, status=status, code=code)
+
+        def fail(*args: Any, **kwargs: Any) -> Any:
+            raise ApiError(problem)
+
+        self.answers[name] = fail
+
+    def called(self, name: str) -> list[tuple[tuple, dict]]:
+        return [(args, kwargs) for called, args, kwargs in self.calls if called == name]
+
+    def endpoint(self, name: str) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append((name, args, kwargs))
+            if name not in self.answers:
+                raise AssertionError(f"the page called api_client.{name} but the test gave it no answer")
+            return self.answers[name](*args, **kwargs)
+
+        return call
+
+
+@pytest.fixture
+def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeApi]:
+    fake = FakeApi()
+    for name in ENDPOINTS:
+        monkeypatch.setattr(api_client, name, fake.endpoint(name))
+    monkeypatch.setenv("CLASSIFLY_API_URL", "http://api.example:8000")
+    monkeypatch.setenv("CLASSIFLY_UI_SECRET", "s" * 48)
+    # streamlit-authenticator waits 0.7 s before each login form it draws; nothing here needs the wait.
+    monkeypatch.setattr(streamlit_authenticator.params, "PRE_LOGIN_SLEEP_TIME", 0.0)
+    st.cache_data.clear()
+    yield fake
+    st.cache_data.clear()
+
+
+def signed_in_app(page: str | None = None, *, admin: bool = False, query: dict[str, str] | None = None) -> AppTest:
+    """The app with a signed-in user, on `page` (e.g. "views/tokens.py"); call .run() next."""
+    app = AppTest.from_file(APP, default_timeout=15)
+    app.session_state[state.API_TOKEN] = TOKEN
+    app.session_state[state.USER] = User(id="usr_alice", username="alice", is_admin=admin)
+    for name, value in (query or {}).items():
+        app.query_params[name] = value
+    if page:
+        app.switch_page(page)
+    return app
+
+
+def texts(app: AppTest) -> str:
+    """Every piece of text on the page, to assert on what a person reads."""
+    parts = []
+    for kind in ("title", "subheader", "markdown", "caption", "success", "info", "warning", "error", "text"):
+        parts += [str(element.value) for element in getattr(app, kind)]
+    parts += [str(element.label) for element in app.button]
+    return "\n".join(parts)
+
+
+def assert_no_exception(app: AppTest) -> None:
+    assert not app.exception, [e.value for e in app.exception]
+
+
+# --- factories of API answers -----------------------------------------------------------------------------------
+
+
+def make_model(model_id: str = "mdl_1", name: str = "Flowers", **overrides: Any) -> Model:
+    values = {
+        "id": model_id,
+        "name": name,
+        "description": "",
+        "status": "ready_to_train",
+        "target_accuracy": 0.9,
+        "time_budget_s": 600,
+        "num_classes": 2,
+        "num_images": 12,
+        "has_sample_image": False,
+        "created_at": NOW,
+        "updated_at": NOW,
+    }
+    return Model(**{**values, **overrides})
+
+
+def make_classes(**counts: int) -> list[ClassInfo]:
+    return [
+        ClassInfo(name=name, train_images=n - n // 5, test_images=n // 5, total_images=n) for name, n in counts.items()
+    ]
+
+
+def make_images(label: str, count: int, first_id: int = 1) -> ImagesPage:
+    data = [
+        Image(
+            id=first_id + i,
+            label=label,
+            split="train",
+            status="accepted",
+            original_name=f"{label}/{i}.png",
+            sha256=f"{label}-{first_id + i:060d}",
+            size_bytes=100,
+            width=32,
+            height=32,
+        )
+        for i in range(count)
+    ]
+    return ImagesPage(data=data, count=count)
+
+
+def make_rejects(*reasons: str) -> ImagesPage:
+    data = [
+        Image(id=900 + i, label="dog", status="rejected", reject_reason=r, original_name=f"bad{i}.jpg", size_bytes=3)
+        for i, r in enumerate(reasons)
+    ]
+    return ImagesPage(data=data, count=len(data))
+
+
+def make_stats(classes: dict[str, int], warnings: list[str] | None = None, rejected: int = 0) -> DatasetStats:
+    rows = [{"name": n, "train": c - c // 5, "test": c // 5, "total": c} for n, c in classes.items()]
+    return DatasetStats(
+        classes=rows,
+        total_images=sum(classes.values()),
+        train_images=sum(r["train"] for r in rows),
+        test_images=sum(r["test"] for r in rows),
+        rejected_images=rejected,
+        rejects_by_reason=[],
+        storage_bytes=12345,
+        duplicates_skipped=0,
+        warnings=warnings or [],
+        preprocessing={"image_size": 224, "color": "rgb", "resize": "letterbox"},
+    )
+
+
+def make_job(status: str = "succeeded", done: int = 12, total: int = 12, result: dict | None = None, **extra) -> Job:
+    return Job(
+        id="job_1",
+        kind="import",
+        status=status,
+        model_id="mdl_1",
+        progress=Progress(done=done, total=total, fraction=done / total if total else 0.0),
+        message=extra.pop("message", ""),
+        result=result,
+        error=extra.pop("error", None),
+        created_at=NOW,
+    )
+
+
+PNG = make_image(size=(8, 8))

@@ -1,0 +1,120 @@
+"""The UI's HTTP client: answers become typed values, every failure an ApiError in plain words (no network)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+
+from ui import api_client
+from ui.api_client import ApiError
+
+BASE = "http://api.test:8000"
+
+
+@pytest.fixture
+def serve_with(
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Callable[[Callable[[httpx.Request], httpx.Response]], None]]:
+    """Answer the client's requests with a handler instead of a server."""
+    monkeypatch.setenv("CLASSIFLY_API_URL", BASE)
+
+    def install(handler: Callable[[httpx.Request], httpx.Response]) -> None:
+        monkeypatch.setattr(api_client, "_client", httpx.Client(base_url=BASE, transport=httpx.MockTransport(handler)))
+
+    yield install
+
+
+def test_answers_are_typed_and_the_token_is_sent(serve_with) -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        body = {"data": [{"name": "cat", "train_images": 4, "test_images": 1, "total_images": 5, "extra": 1}]}
+        return httpx.Response(200, json={**body, "count": 1})
+
+    serve_with(handler)
+    classes = api_client.list_classes("cfs_abc", "mdl_1")
+
+    assert [(c.name, c.total_images) for c in classes] == [("cat", 5)]
+    assert seen[0].url.path == "/v1/models/mdl_1/classes"
+    assert seen[0].headers["Authorization"] == "Bearer cfs_abc"
+
+
+def test_class_names_are_escaped_in_paths(serve_with) -> None:
+    paths: list[str] = []
+    serve_with(lambda request: paths.append(request.url.raw_path.decode()) or httpx.Response(204))
+
+    api_client.delete_class("cfs_abc", "mdl_1", "red roses/2")
+
+    assert paths == ["/v1/models/mdl_1/classes/red%20roses%2F2"]
+
+
+def test_a_problem_keeps_title_detail_code_and_status(serve_with) -> None:
+    problem = {"title": "Not found", "detail": "There is no model 'mdl_x'.", "code": "not_found", "status": 404}
+    serve_with(lambda request: httpx.Response(404, json=problem, headers={"content-type": "application/problem+json"}))
+
+    with pytest.raises(ApiError) as caught:
+        api_client.get_model("cfs_abc", "mdl_x")
+
+    assert caught.value.problem.model_dump() == problem
+
+
+def test_a_validation_error_lists_what_is_wrong(serve_with) -> None:
+    body = {"title": "Invalid input", "code": "invalid_input", "detail": [{"msg": "name is too long"}, {"msg": "x"}]}
+    serve_with(lambda request: httpx.Response(422, json=body))
+
+    with pytest.raises(ApiError) as caught:
+        api_client.create_model("cfs_abc", "n" * 300, "", None, 600)
+
+    assert caught.value.problem.detail == "name is too long; x"
+
+
+def test_a_non_json_error_still_reads_as_a_sentence(serve_with) -> None:
+    serve_with(lambda request: httpx.Response(502, text="<html>Bad gateway</html>"))
+
+    with pytest.raises(ApiError) as caught:
+        api_client.list_models("cfs_abc")
+
+    assert caught.value.problem.status == 502
+    assert "<html>" not in caught.value.problem.title + caught.value.problem.detail
+
+
+def test_an_unreachable_api_says_what_to_do(serve_with) -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    serve_with(refuse)
+
+    with pytest.raises(ApiError) as caught:
+        api_client.list_models("cfs_abc")
+
+    assert caught.value.problem.title == "The Classifly API does not answer"
+    assert "make run" in caught.value.problem.detail
+    assert api_client.health() is False
+
+
+def test_service_calls_need_the_service_token(serve_with, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CLASSIFLY_SERVICE_TOKEN", raising=False)
+    serve_with(lambda request: pytest.fail("no request may leave without the service token"))
+
+    with pytest.raises(ApiError) as caught:
+        api_client.sign_in_accounts()
+
+    assert caught.value.problem.title == "Sign-in is not available"
+
+
+def test_service_calls_send_the_service_token(serve_with, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLASSIFLY_SERVICE_TOKEN", "cfx_service")
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"data": [{"username": "alice", "password_hash": "$2b$..."}], "count": 1})
+
+    serve_with(handler)
+    accounts = api_client.sign_in_accounts()
+
+    assert [a.username for a in accounts] == ["alice"]
+    assert seen[0].headers["Authorization"] == "Bearer cfx_service"

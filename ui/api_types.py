@@ -1,0 +1,180 @@
+"""The shapes of the REST API's answers as the web UI reads them (a client-side mirror: the UI never imports serve/).
+
+Unknown fields are ignored, so the API can grow without breaking the UI.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+
+class ApiModel(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class Problem(ApiModel):
+    """An error as the API reports it (application/problem+json), or as the client words a network failure."""
+
+    title: str
+    detail: str
+    code: str = "error"
+    status: int = 0
+
+
+class User(ApiModel):
+    id: str
+    username: str
+    is_admin: bool = False
+
+
+class Me(User):
+    storage_used_bytes: int
+    storage_quota_bytes: int
+
+
+class Session(ApiModel):
+    access_token: str
+    expires_at: datetime
+    user: User
+
+
+class SignInAccount(ApiModel):
+    username: str
+    password_hash: str
+    is_admin: bool = False
+
+
+class Token(ApiModel):
+    id: str
+    name: str
+    hint: str
+    created_at: datetime
+    expires_at: datetime | None = None
+    last_used_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
+class TokenCreated(Token):
+    secret: str
+
+
+class Model(ApiModel):
+    id: str
+    name: str
+    description: str = ""
+    status: str
+    target_accuracy: float | None = None
+    time_budget_s: int
+    active_version: int | None = None
+    num_classes: int
+    num_images: int
+    has_sample_image: bool = False
+    created_at: datetime
+    updated_at: datetime | None = None
+
+
+class ClassInfo(ApiModel):
+    name: str
+    train_images: int
+    test_images: int
+    total_images: int
+
+
+class Image(ApiModel):
+    id: int
+    label: str
+    split: str | None = None
+    status: str
+    reject_reason: str | None = None
+    original_name: str
+    sha256: str | None = None
+    size_bytes: int
+    width: int | None = None
+    height: int | None = None
+
+
+class ImagesPage(ApiModel):
+    data: list[Image]
+    count: int
+
+
+class FileOutcome(ApiModel):
+    name: str
+    status: str
+    reason: str | None = None
+
+
+class UploadResult(ApiModel):
+    accepted: int
+    duplicates: int
+    rejected: int
+    results: list[FileOutcome]
+
+
+class Progress(ApiModel):
+    done: int
+    total: int
+    fraction: float
+
+
+class Job(ApiModel):
+    id: str
+    kind: str
+    status: str
+    model_id: str | None = None
+    progress: Progress
+    message: str = ""
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    created_at: datetime
+    finished_at: datetime | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status not in ("queued", "running")
+
+
+class Policy(ApiModel):
+    image_size: int
+    color: str
+    resize: str
+
+
+class DatasetStats(ApiModel):
+    classes: list[dict[str, Any]]
+    total_images: int
+    train_images: int
+    test_images: int
+    rejected_images: int
+    rejects_by_reason: list[dict[str, Any]]
+    storage_bytes: int
+    duplicates_skipped: int
+    warnings: list[str]
+    preprocessing: Policy | None = None
+
+
+class ModelUsage(ApiModel):
+    model_id: str
+    name: str
+    images: int
+    bytes: int
+
+
+class Storage(ApiModel):
+    used_bytes: int
+    quota_bytes: int
+    over_quota: bool
+    models: list[ModelUsage]
+
+
+class Cleanup(ApiModel):
+    needed_bytes: int
+    freed_bytes: int
+    share_removed: float
+    images: int
+    per_class: list[dict[str, Any]]
+    sufficient: bool
+    applied: bool

@@ -1,0 +1,1 @@
+"""Parts of the model page, one module per part, each with a `render(...)` function."""
