@@ -151,6 +151,8 @@ def run_import(request: ImportRequest, catalog: Catalog, blobs: BlobStore, mappe
         phases["save"] = time.perf_counter() - started - sum(phases.values())
         report = build_report(plan, outcomes.rows(), seconds=time.perf_counter() - started)
         report["phase_seconds"] = {name: round(value, 2) for name, value in phases.items()}
+        # Clean up before the job turns final, so whoever sees it finished also sees the upload gone.
+        blobs.delete(request.upload_key)
         catalog.call_sync(
             catalog_jobs.finish_job,
             request.job_id,
@@ -160,6 +162,7 @@ def run_import(request: ImportRequest, catalog: Catalog, blobs: BlobStore, mappe
         )
         return report
     except ClassiflyError as error:
+        blobs.delete(request.upload_key)
         _fail(
             catalog,
             request.job_id,
@@ -168,6 +171,7 @@ def run_import(request: ImportRequest, catalog: Catalog, blobs: BlobStore, mappe
         )
         raise
     except Exception as error:
+        blobs.delete(request.upload_key)
         detail = "The import stopped on an unexpected problem. Nothing was added; try again or contact the operator."
         _fail(
             catalog,
