@@ -8,7 +8,7 @@ from starlette.responses import Response
 
 from cluster.services import Services
 from serve.problems import install_problem_handlers, problem_response
-from serve.routes import auth, datasets, health, images, models, service, tokens
+from serve.routes import auth, datasets, health, images, models, service, tokens, training
 
 API_DESCRIPTION = """
 Turn folders of labelled pictures into image classifiers.
@@ -54,7 +54,7 @@ def create_api(services: Services) -> FastAPI:
     app.state.services = services
     install_problem_handlers(app)
     app.add_middleware(BodySizeLimit, limit=services.settings.max_upload_bytes)
-    for module in (health, auth, tokens, models, images, datasets, service):
+    for module in (health, auth, tokens, models, images, datasets, training, service):
         app.include_router(module.router, prefix="/v1")
     app.include_router(datasets.jobs_router, prefix="/v1")
     return app

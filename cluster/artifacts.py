@@ -1,0 +1,89 @@
+"""Trained models as blob-store artifacts: a manifest plus a numpy head (frozen backbone) or a Keras file."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cluster.blobs import BlobStore
+from pipelines.candidates import CandidateSpec
+from pipelines.heads import Head
+from pipelines.images import PreprocessingPolicy
+
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class ArtifactManifest:
+    spec: dict[str, Any]
+    policy: dict[str, Any]
+    class_names: list[str]
+    files: dict[str, str]  # role -> file name under the artifact prefix
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.__dict__, indent=2).encode()
+
+
+def save_trained(blobs: BlobStore, prefix: str, trained, policy: PreprocessingPolicy) -> str:
+    """Store a TrainedCandidate under `prefix`; returns the prefix (the artifact's URI in the catalog)."""
+    files: dict[str, str] = {}
+    if trained.head is not None:
+        blobs.put(f"{prefix}/head.npz", trained.head.to_bytes())
+        files["head"] = "head.npz"
+    else:
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "model.keras"
+            trained.model.save(path)
+            blobs.put_file(f"{prefix}/model.keras", path)
+        files["model"] = "model.keras"
+    manifest = ArtifactManifest(trained.spec.to_dict(), policy.to_dict(), list(trained.class_names), files)
+    blobs.put(f"{prefix}/{MANIFEST}", manifest.to_json())
+    return prefix
+
+
+class LoadedModel:
+    """A stored model ready to predict on policy-preprocessed uint8 pictures."""
+
+    def __init__(self, manifest: ArtifactManifest, head: Head | None, keras_model, feature_model):
+        self.manifest = manifest
+        self.spec = CandidateSpec.from_dict(manifest.spec)
+        self.policy = PreprocessingPolicy.from_dict(manifest.policy)
+        self.class_names = tuple(manifest.class_names)
+        self.head = head
+        self.keras_model = keras_model
+        self.feature_model = feature_model
+
+    def predict_proba(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        from pipelines.features import FeatureExtractor
+
+        if self.head is None:
+            return FeatureExtractor(self.keras_model).extract(images, batch_size)
+        extractor = FeatureExtractor(self.feature_model)
+        features = extractor.extract(images, batch_size)
+        if "flip" in self.spec.augmentation:
+            features = (features + extractor.extract(images, batch_size, mirrored=True)) * np.float32(0.5)
+        return self.head.predict_proba(features)
+
+
+def load_trained(blobs: BlobStore, prefix: str, backbone_cache_dir: str | os.PathLike) -> LoadedModel:
+    """Load a stored model (rebuilding the frozen backbone from its spec when the artifact is a head)."""
+    import keras
+
+    from pipelines.features import FeatureExtractor
+
+    manifest = ArtifactManifest(**json.loads(blobs.get(f"{prefix}/{MANIFEST}")))
+    if "head" in manifest.files:
+        head = Head.from_bytes(blobs.get(f"{prefix}/{manifest.files['head']}"))
+        spec = CandidateSpec.from_dict(manifest.spec)
+        policy = PreprocessingPolicy.from_dict(manifest.policy)
+        extractor = FeatureExtractor.for_spec(spec, image_size=policy.image_size, cache_dir=backbone_cache_dir)
+        return LoadedModel(manifest, head, None, extractor.model)
+    with blobs.local_path(f"{prefix}/{manifest.files['model']}") as path:
+        model = keras.models.load_model(path)
+    return LoadedModel(manifest, None, model, None)

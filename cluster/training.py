@@ -1,0 +1,518 @@
+"""A training run on Ray: snapshot → preprocessing policy → pictures prepared by Ray tasks → Ray Tune search over
+candidate specs (ASHA on epochs; stop at the target, the time budget or a cancel) → winner → test evaluation →
+a published model version. Every trial is recorded in the catalog as it goes: the candidate leaderboard.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import ray
+
+from cluster.artifacts import load_trained, save_trained
+from cluster.blobs import BlobRef, open_blob_store
+from cluster.catalog import runs as catalog_runs
+from cluster.catalog.actor import RayCatalog, get_catalog_actor
+from cluster.catalog.client import Catalog
+from cluster.config import Settings
+from pipelines.candidates import (
+    CandidateSpec,
+    DatasetSummary,
+    PastWinner,
+    SearchOptions,
+    estimate_cost,
+    generate_candidates,
+)
+from pipelines.errors import ClassiflyError, InvalidInput
+from pipelines.images import DatasetShape, PreprocessingPolicy, choose_policy, load_for_model
+from pipelines.zips import stratified_split
+
+logger = logging.getLogger("classifly.training")
+VAL_FRACTION = 0.15
+SPLIT_SEED = 7
+PREPARE_BATCH = 2_000
+
+
+class RunCancelled(Exception):
+    """The user asked the run to stop."""
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A run's pictures, preprocessed by the policy, as uint8 arrays (what every candidate trains on)."""
+
+    class_names: tuple[str, ...]
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    val_images: np.ndarray
+    val_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    test_ids: np.ndarray
+
+
+def _prepare_batch(blob_root: str, refs: list[BlobRef], names: list[str], policy: dict, max_pixels: int) -> np.ndarray:
+    blobs = open_blob_store(blob_root)
+    chosen = PreprocessingPolicy.from_dict(policy)
+    datas = blobs.read_many(refs)
+    return np.stack([load_for_model(d, n, chosen, max_pixels=max_pixels) for d, n in zip(datas, names, strict=True)])
+
+
+def prepare_pictures(snapshot, policy: PreprocessingPolicy, settings: Settings, report) -> np.ndarray:
+    """Decode and preprocess every snapshot picture with Ray tasks, in order; `report(done, total)` as they land."""
+    remote = ray.remote(num_cpus=0.5)(_prepare_batch)
+    batches = [snapshot[i : i + PREPARE_BATCH] for i in range(0, len(snapshot), PREPARE_BATCH)]
+    refs = [
+        remote.remote(
+            settings.blob_root,
+            [image.ref for image in batch],
+            [f"image {image.image_id}" for image in batch],
+            policy.to_dict(),
+            settings.max_image_pixels,
+        )
+        for batch in batches
+    ]
+    results: dict[int, np.ndarray] = {}
+    pending = {ref: index for index, ref in enumerate(refs)}
+    done = 0
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        index = pending.pop(ready[0])
+        results[index] = ray.get(ready[0])
+        done += len(results[index])
+        report(done, len(snapshot))
+    return np.concatenate([results[i] for i in range(len(batches))])
+
+
+def split_snapshot(snapshot, pictures: np.ndarray) -> Prepared:
+    """Train / validation (a seeded, stratified share of train) / test arrays with class indices."""
+    class_names = tuple(sorted({image.label for image in snapshot}))
+    index_of = {name: i for i, name in enumerate(class_names)}
+    labels = np.array([index_of[image.label] for image in snapshot], dtype=np.int64)
+    train_rows = [i for i, image in enumerate(snapshot) if image.split == "train"]
+    test_rows = [i for i, image in enumerate(snapshot) if image.split == "test"]
+    inner = stratified_split([snapshot[i].label for i in train_rows], test_fraction=VAL_FRACTION, seed=SPLIT_SEED)
+    fit_rows = [row for row, part in zip(train_rows, inner, strict=True) if part == "train"]
+    val_rows = [row for row, part in zip(train_rows, inner, strict=True) if part == "test"] or fit_rows[:1]
+    return Prepared(
+        class_names=class_names,
+        train_images=pictures[fit_rows],
+        train_labels=labels[fit_rows],
+        val_images=pictures[val_rows],
+        val_labels=labels[val_rows],
+        test_images=pictures[test_rows],
+        test_labels=labels[test_rows],
+        test_ids=np.array([snapshot[i].image_id for i in test_rows], dtype=np.int64),
+    )
+
+
+def trial_cpus() -> float:
+    """What one trial asks for: the CPUs left free (the API replica holds a fraction), at least one."""
+    available = ray.available_resources().get("CPU", 1.0)
+    return max(1.0, math.floor(available * 4) / 4)
+
+
+def _trainable(config: dict[str, Any], data=None, settings_json: str = "", run_id: str = "") -> None:
+    """One Tune trial: train one candidate, report every epoch, store the result as an artifact."""
+    from ray import tune
+
+    from pipelines.training import TrainingData, configure_threads, train_candidate
+
+    spec = CandidateSpec.from_dict(config["candidate"])  # a typo in a config fails here, loudly
+    settings = Settings.model_validate_json(settings_json)
+    configure_threads(max(1, round(tune.get_context().get_trial_resources().required_resources.get("CPU", 1))))
+    catalog = RayCatalog(get_catalog_actor(settings.ray_namespace))
+    target = config.get("target_accuracy")
+    deadline = config["deadline"]
+
+    def on_epoch(epoch: int, metrics: dict[str, float]) -> bool:
+        tune.report({**{k: float(v) for k, v in metrics.items()}, "epoch": epoch})
+        if time.time() > deadline:
+            return True
+        if target is not None and metrics.get("val_accuracy", 0.0) >= target:
+            return True
+        return catalog.call_sync(catalog_runs.run_stop_reason, run_id) is not None
+
+    trained = train_candidate(
+        spec,
+        TrainingData(data.train_images, data.train_labels, data.val_images, data.val_labels, data.class_names),
+        on_epoch=on_epoch,
+        backbone_cache_dir=settings.data_dir / "backbones",
+    )
+    policy = PreprocessingPolicy.from_dict(config["policy"])
+    prefix = f"artifacts/{run_id}/{tune.get_context().get_trial_id()}"
+    save_trained(open_blob_store(settings.blob_root), prefix, trained, policy)
+    tune.report(
+        {
+            "val_accuracy": float(trained.val_accuracy),
+            "final": 1.0,
+            "epochs_run": trained.epochs_run,
+            "stopped_because": trained.stopped_because,
+            "artifact": prefix,
+        }
+    )
+
+
+def run_training(run_id: str, settings: Settings) -> None:
+    """The driver of one run; whatever happens, the run row says how it ended."""
+    catalog: Catalog = RayCatalog(get_catalog_actor(settings.ray_namespace))
+    run = catalog.call_sync(catalog_runs.start_run, run_id)
+    started = time.time()
+    budget = float(run.config.get("time_budget_s") or 600)
+    target = run.config.get("target_accuracy")
+
+    def progress(stage: str, fraction: float, message: str, **extra: Any) -> None:
+        left = max(0.0, budget - (time.time() - started))
+        state = {
+            "stage": stage,
+            "fraction": round(fraction, 4),
+            "message": message,
+            "seconds_left": round(left),
+            **extra,
+        }
+        if catalog.call_sync(catalog_runs.report_run_progress, run_id, state):
+            raise RunCancelled
+
+    try:
+        result = _search(run, settings, catalog, progress, started, budget, target)
+        catalog.call_sync(
+            catalog_runs.finish_run,
+            run_id,
+            status="succeeded",
+            result=result,
+            progress={"stage": "done", "fraction": 1.0, "message": result["summary"]},
+        )
+    except RunCancelled:
+        catalog.call_sync(
+            catalog_runs.finish_run,
+            run_id,
+            status="cancelled",
+            progress={"stage": "cancelled", "fraction": 1.0, "message": "Stopped at your request."},
+        )
+    except ClassiflyError as error:
+        catalog.call_sync(
+            catalog_runs.finish_run,
+            run_id,
+            status="failed",
+            error={"code": error.code, "title": error.title, "detail": error.detail},
+            progress={"stage": "failed", "fraction": 1.0, "message": error.detail},
+        )
+    except Exception as error:
+        logger.exception("training run %s failed", run_id)
+        detail = "Training stopped on an unexpected problem. Your data is unchanged; resume the run or try again."
+        catalog.call_sync(
+            catalog_runs.finish_run,
+            run_id,
+            status="failed",
+            error={"code": "internal", "detail": detail, "type": type(error).__name__},
+            progress={"stage": "failed", "fraction": 1.0, "message": detail},
+        )
+
+
+def _search(run, settings: Settings, catalog: Catalog, progress, started: float, budget: float, target) -> dict:
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    snapshot = catalog.call_sync(catalog_runs.run_snapshot, run.id)
+    shape = catalog.call_sync(catalog_runs.run_shape, run.id)
+    policy = choose_policy(DatasetShape.from_infos(shape))
+    progress("preparing", 0.02, f"Preparing {len(snapshot):,} pictures")
+    pictures = prepare_pictures(
+        snapshot,
+        policy,
+        settings,
+        lambda done, total: progress(
+            "preparing", 0.02 + 0.08 * done / total, f"Preparing pictures ({done:,} of {total:,})"
+        ),
+    )
+    data = split_snapshot(snapshot, pictures)
+    counts = Counter(data.train_labels.tolist())
+    summary = DatasetSummary(
+        num_classes=len(data.class_names),
+        train_count=len(data.train_labels) + len(data.val_labels),
+        test_count=len(data.test_labels),
+        min_per_class=min(counts.values()),
+        policy=policy,
+    )
+    options = SearchOptions.from_dict(_search_options(run.config.get("advanced", {})))
+    winners = [
+        PastWinner(CandidateSpec.from_dict(w["spec"]), DatasetSummary.from_dict(w["dataset"]), w.get("accuracy", 0.0))
+        for w in catalog.call_sync(catalog_runs.winning_specs)
+        if w.get("spec") and w.get("dataset")
+    ]
+    specs = generate_candidates(summary, options=options, past_winners=winners)
+    if not specs:
+        raise InvalidInput("No candidate model fits these settings. Allow more backbones or kinds of model.")
+    deadline = started + budget
+    progress("searching", 0.1, f"Trying {len(specs)} candidate models", candidates=len(specs))
+    recorder = _TrialRecorder(run.id, catalog, specs, progress, started, budget, target, summary)
+    cpus = trial_cpus()
+    tuner = tune.Tuner(
+        tune.with_resources(
+            tune.with_parameters(_trainable, data=data, settings_json=settings.model_dump_json(), run_id=run.id),
+            {"cpu": cpus},
+        ),
+        param_space={
+            "candidate": tune.grid_search([spec.to_dict() for spec in specs]),
+            "policy": policy.to_dict(),
+            "target_accuracy": target,
+            "deadline": deadline,
+        },
+        tune_config=tune.TuneConfig(
+            scheduler=ASHAScheduler(
+                time_attr="training_iteration",
+                metric="val_accuracy",
+                mode="max",
+                max_t=max(s.max_epochs for s in specs) + 1,
+                grace_period=2,
+                reduction_factor=3,
+            ),
+            reuse_actors=True,
+            max_concurrent_trials=max(1, int(ray.available_resources().get("CPU", 1) // cpus)),
+        ),
+        run_config=tune.RunConfig(
+            name=run.id,
+            storage_path=str(settings.data_dir / "tune"),
+            callbacks=[recorder],
+            stop=_Stopper(run.id, catalog, deadline),
+            failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+            verbose=0,
+        ),
+    )
+    tuner.fit()
+    if catalog.call_sync(catalog_runs.run_stop_reason, run.id) == "cancelled":
+        raise RunCancelled
+    winner = recorder.winner(target)
+    if winner is None:
+        raise InvalidInput(
+            "No candidate finished training within the time budget. Give the model more time (time_budget_s) "
+            "and train again."
+        )
+    progress("evaluating", 0.92, "Checking the best candidate on the test pictures")
+    blobs = open_blob_store(settings.blob_root)
+    model = load_trained(blobs, winner["artifact"], settings.data_dir / "backbones")
+    proba = model.predict_proba(data.test_images)
+    metrics = evaluate(proba, data.test_labels, data.class_names, data.test_ids)
+    metrics["val_accuracy"] = winner["val_accuracy"]
+    version = catalog.call_sync(
+        catalog_runs.publish_version,
+        run.owner_id,
+        run.model_id,
+        source="training",
+        run_id=run.id,
+        classes=list(data.class_names),
+        backbone=model.spec.backbone,
+        preprocessing=policy.to_dict(),
+        artifact_uri=winner["artifact"],
+        metrics=metrics,
+    )
+    seconds = time.time() - started
+    return {
+        "summary": f"Version {version.version} is ready: {metrics['accuracy']:.1%} of the test pictures right "
+        f"({model.spec.title()}), found in {seconds:.0f} s.",
+        "version": version.version,
+        "winner": {"spec": model.spec.to_dict(), "title": model.spec.title(), "trial_id": winner["trial_id"]},
+        "dataset": summary.to_dict(),
+        "accuracy": metrics["accuracy"],
+        "seconds": round(seconds, 1),
+        "leaderboard_size": len(specs),
+        "reached_target": target is not None and metrics["accuracy"] >= target,
+    }
+
+
+def _search_options(advanced: dict[str, Any]) -> dict[str, Any]:
+    options = {
+        k: advanced[k] for k in ("backbones", "kinds", "max_epochs", "batch_size", "learning_rate") if k in advanced
+    }
+    if advanced.get("augmentation") is False:
+        options["augmentation"] = frozenset()
+    return options
+
+
+def evaluate(proba: np.ndarray, labels: np.ndarray, class_names, ids: np.ndarray) -> dict[str, Any]:
+    """Test-split evaluation: accuracy, per-class precision/recall/F1, confusion matrix, misclassified pictures."""
+    predicted = proba.argmax(axis=1)
+    k = len(class_names)
+    confusion = np.zeros((k, k), dtype=np.int64)
+    np.add.at(confusion, (labels, predicted), 1)
+    per_class = []
+    for i, name in enumerate(class_names):
+        true_positive = confusion[i, i]
+        precision = true_positive / max(1, confusion[:, i].sum())
+        recall = true_positive / max(1, confusion[i].sum())
+        f1 = 2 * precision * recall / max(1e-12, precision + recall)
+        per_class.append(
+            {
+                "class": name,
+                "precision": round(float(precision), 4),
+                "recall": round(float(recall), 4),
+                "f1": round(float(f1), 4),
+                "support": int(confusion[i].sum()),
+            }
+        )
+    wrong = np.flatnonzero(predicted != labels)
+    return {
+        "accuracy": round(float((predicted == labels).mean()), 4) if len(labels) else 0.0,
+        "per_class": per_class,
+        "confusion_matrix": confusion.tolist(),
+        "class_names": list(class_names),
+        "misclassified": [
+            {
+                "image_id": int(ids[i]),
+                "true": class_names[labels[i]],
+                "predicted": class_names[predicted[i]],
+                "confidence": round(float(proba[i, predicted[i]]), 4),
+            }
+            for i in wrong[:500]
+        ],
+        "test_images": int(len(labels)),
+    }
+
+
+class _TrialRecorder:
+    """A Tune callback writing each trial's progress to the catalog (the leaderboard) and the run's progress."""
+
+    def __new__(cls, *args, **kwargs):
+        from ray.tune import Callback
+
+        class Recorder(Callback):
+            def __init__(self, run_id, catalog, specs, progress, started, budget, target, summary):
+                self.run_id, self.catalog, self.progress, self.summary = run_id, catalog, progress, summary
+                self.started, self.budget, self.target = started, budget, target
+                self.trials: dict[str, dict[str, Any]] = {}
+                self.total = len(specs)
+
+            def _entry(self, trial) -> dict[str, Any]:
+                spec = CandidateSpec.from_dict(trial.config["candidate"])
+                return self.trials.setdefault(
+                    trial.trial_id,
+                    {
+                        "trial_id": trial.trial_id,
+                        "spec": spec,
+                        "history": [],
+                        "best": None,
+                        "artifact": None,
+                        "started": time.time(),
+                        "cost": estimate_cost(spec, self.summary),
+                    },
+                )
+
+            def _save(self, trial, status: str, reason: str | None) -> None:
+                entry = self._entry(trial)
+                self.catalog.call_sync(
+                    catalog_runs.record_trial,
+                    self.run_id,
+                    trial.trial_id,
+                    spec=entry["spec"].to_dict(),
+                    status=status,
+                    epochs=len(entry["history"]),
+                    metrics={
+                        "title": entry["spec"].title(),
+                        "best_val_accuracy": entry["best"],
+                        "history": entry["history"][-200:],
+                    },
+                    cost_s=round(time.time() - entry["started"], 2),
+                    stop_reason=reason,
+                )
+
+            def on_trial_start(self, iteration, trials, trial, **info):
+                self._entry(trial)
+                self._save(trial, "running", None)
+
+            def on_trial_result(self, iteration, trials, trial, result, **info):
+                entry = self._entry(trial)
+                if result.get("final"):
+                    entry["artifact"] = result.get("artifact")
+                    entry["final_reason"] = result.get("stopped_because")
+                    entry["best"] = max(entry["best"] or 0.0, result.get("val_accuracy", 0.0))
+                else:
+                    point = {
+                        k: result[k]
+                        for k in ("epoch", "val_accuracy", "train_accuracy", "loss", "seconds")
+                        if k in result
+                    }
+                    entry["history"].append(point)
+                    entry["best"] = max(entry["best"] or 0.0, result.get("val_accuracy", 0.0))
+                self._save(trial, "running", None)
+                best = max((e["best"] or 0.0) for e in self.trials.values())
+                finished = sum(1 for e in self.trials.values() if e.get("done"))
+                elapsed = time.time() - self.started
+                reached = self.target is not None and best >= self.target
+                self.progress(
+                    "searching",
+                    0.1 + 0.8 * min(1.0, max(finished / self.total, elapsed / self.budget)),
+                    f"Trying candidate models ({finished} of {self.total} done)",
+                    best_accuracy=best,
+                    target_reached=reached,
+                )
+
+            def on_trial_complete(self, iteration, trials, trial, **info):
+                entry = self._entry(trial)
+                entry["done"] = True
+                reason = entry.get("final_reason") or "stopped early: others were clearly better"
+                self._save(trial, "finished" if entry["artifact"] else "stopped", _words(reason, self.target))
+
+            def on_trial_error(self, iteration, trials, trial, **info):
+                entry = self._entry(trial)
+                entry["done"] = True
+                self._save(trial, "error", "it crashed; the search went on without it")
+
+            def winner(self, target) -> dict[str, Any] | None:
+                finished = [e for e in self.trials.values() if e["artifact"]]
+                if not finished:
+                    return None
+                meeting = [e for e in finished if target is not None and (e["best"] or 0) >= target]
+                # Among candidates that meet the target, the cheapest to run; otherwise the most accurate.
+                pick = min(meeting, key=lambda e: e["cost"]) if meeting else max(finished, key=lambda e: e["best"])
+                return {"trial_id": pick["trial_id"], "artifact": pick["artifact"], "val_accuracy": pick["best"]}
+
+        return Recorder(*args, **kwargs)
+
+
+def _words(reason: str, target) -> str:
+    table = {
+        "target": "reached your target accuracy",
+        "max_epochs": "trained for all its epochs",
+        "early_stopping": "stopped improving",
+        "callback": "stopped: the search had its answer or ran out of time",
+    }
+    return table.get(reason, reason)
+
+
+class _Stopper:
+    """Stops the whole search at the deadline or on a cancel (the target is handled inside each trial)."""
+
+    def __new__(cls, run_id: str, catalog: Catalog, deadline: float):
+        from ray.tune import Stopper
+
+        class RunStopper(Stopper):
+            def __init__(self):
+                self.checked = 0.0
+                self.stop = False
+
+            def __call__(self, trial_id, result) -> bool:
+                return self.stop_all()
+
+            def stop_all(self) -> bool:
+                if time.time() - self.checked > 2:
+                    self.checked = time.time()
+                    reason = catalog.call_sync(catalog_runs.run_stop_reason, run_id)
+                    self.stop = reason == "cancelled" or time.time() > deadline + 30
+                return self.stop
+
+        return RunStopper()
+
+
+def training_driver(run_id: str, settings_json: str) -> None:
+    """Entry point of the Ray task that drives one run (owned by the jobs actor)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    tempfile.tempdir = None
+    run_training(run_id, Settings.model_validate_json(settings_json))

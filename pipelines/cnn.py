@@ -1,0 +1,68 @@
+"""From-scratch CNN templates for pictures that ImageNet features fit poorly (tiny, gray, symbols).
+
+A template is `spec.cnn_depth` stages of two 3x3 convolutions (batch norm, ReLU) with `spec.cnn_width * 2**i`
+filters, max pooling between stages, global average pooling as the named feature layer, dropout and a
+softmax classifier. The model takes the pictures as `preprocess` makes them (uint8, the policy's side), so
+the rescaling lives in the graph; `split_features` cuts a trained model into feature base + head.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import layers
+
+from pipelines.candidates import CandidateSpec
+from pipelines.errors import InvalidInput
+from pipelines.heads import Head
+
+FEATURE_LAYER = "features"
+CLASSIFIER_LAYER = "classifier"
+
+
+def build_scratch_cnn(spec: CandidateSpec, input_shape: tuple[int, int, int], num_classes: int) -> keras.Model:
+    """The CNN template of `spec` for uint8 pictures of `input_shape` (side, side, channels)."""
+    if spec.kind != "scratch_cnn":
+        raise InvalidInput(f"'{spec.title()}' is not a from-scratch CNN candidate.")
+    side, _, channels = _check_shape(input_shape)
+    if num_classes < 2:
+        raise InvalidInput(f"A classifier needs at least 2 classes, not {num_classes}.")
+    if spec.input_size >> (spec.cnn_depth - 1) < 2:
+        raise InvalidInput(
+            f"{spec.cnn_depth} stages would pool a {spec.input_size}-pixel picture below 2 pixels: use fewer stages."
+        )
+    inputs = keras.Input(shape=(side, side, channels), dtype="uint8", name="image")
+    x = layers.Rescaling(1.0 / 255.0, name="rescaling")(inputs)
+    if spec.input_size != side:
+        x = layers.Resizing(spec.input_size, spec.input_size, interpolation="bilinear", name="resize")(x)
+    for stage in range(spec.cnn_depth):
+        filters = spec.cnn_width * 2**stage
+        if stage > 0:
+            x = layers.MaxPooling2D(2, name=f"stage{stage}_pool")(x)
+        for conv in range(2):
+            name = f"stage{stage}_conv{conv}"
+            x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=name)(x)
+            x = layers.BatchNormalization(name=f"{name}_bn")(x)
+            x = layers.ReLU(name=f"{name}_relu")(x)
+    features = layers.GlobalAveragePooling2D(name=FEATURE_LAYER)(x)
+    x = layers.Dropout(spec.dropout, name="dropout")(features) if spec.dropout else features
+    outputs = layers.Dense(num_classes, activation="softmax", name=CLASSIFIER_LAYER)(x)
+    return keras.Model(inputs, outputs, name="scratch_cnn")
+
+
+def split_features(model: keras.Model, class_names: tuple[str, ...]) -> tuple[keras.Model, Head]:
+    """Cut a trained template into its feature base (pictures -> features) and a numpy `Head`."""
+    try:
+        features = model.get_layer(FEATURE_LAYER).output
+        classifier = model.get_layer(CLASSIFIER_LAYER)
+    except ValueError as error:
+        raise InvalidInput(f"Model '{model.name}' has no '{FEATURE_LAYER}' and '{CLASSIFIER_LAYER}' layers.") from error
+    kernel, bias = (np.asarray(weight, dtype=np.float32) for weight in classifier.get_weights())
+    base = keras.Model(model.inputs, features, name=f"{model.name}_base")
+    return base, Head(weights=kernel, bias=bias, class_names=tuple(class_names))
+
+
+def _check_shape(input_shape: tuple[int, ...]) -> tuple[int, int, int]:
+    if len(input_shape) != 3 or input_shape[0] != input_shape[1] or input_shape[2] not in (1, 3):
+        raise InvalidInput(f"Pictures must be square with 1 or 3 channels, not of shape {tuple(input_shape)}.")
+    return int(input_shape[0]), int(input_shape[1]), int(input_shape[2])
