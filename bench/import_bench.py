@@ -406,9 +406,9 @@ def _notes(built: dict[str, BuiltZip], limit: int | None, smoke: bool, load_befo
         "Memory: summed RSS of every process of the local Ray cluster (descendants of the benchmark process: "
         "GCS, raylet, Serve, catalog, workers), sampled every 0.1 s; shared pages count once per process. "
         "The target applies to the increase over the baseline just before the upload.",
-        "disk_file_create_us: creating one 300-byte file on the disk of the platform's data folder (both "
-        "systems write one file per picture), before the imports; tmpfs does it in ~20 us, the shared "
-        "development VMs' disk in 200-1000 us, which alone can make an import of 70,000 files take 15-70 s.",
+        "disk_file_create_us: creating one 300-byte file on the disk of the platform's data folder, before the "
+        "imports (tmpfs ~20 us, these shared VMs' disk 100-1000 us). plain-python writes one file per picture "
+        "and pays it 70,000 times; Classifly appends pictures to one pack file per decode task.",
         "plain-python: one process, zipfile + Pillow open/load + sha256 + write to a folder, no catalog, "
         "no duplicate handling, no splits, no report.",
         "Dissertation reference (its prototype on a desktop, other hardware): MNIST "
