@@ -103,50 +103,22 @@ def _free_port() -> int:
 
 @contextlib.contextmanager
 def start_platform(work_dir: Path) -> Iterator[Platform]:
-    """A fresh local Ray (2 CPUs at most), the catalog and the Serve app on a free port; all stopped on exit.
-
-    The same recipe as tests/integration/conftest.py; readiness is a poll of /v1/health with a deadline.
-    """
+    """A fresh local Ray (2 CPUs at most), the catalog and the Serve app on a free port; all stopped on exit."""
     import httpx
-    import ray
-    from ray import serve
 
     from cluster.config import Settings
-    from serve.app import APP_NAME, AppArgs, build_app
+    from cluster.runtime import in_process_platform
 
-    # `classifly up` does this too (cluster/runtime.py): workers should write bytecode, or imports get slow.
-    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     port = _free_port()
     settings = Settings(
         data_dir=work_dir / "platform", api_port=port, environment="test", ray_namespace=f"bench-{port}"
     )
     started = time.perf_counter()
-    ray.init(
-        address="local",
-        num_cpus=min(2, os.cpu_count() or 1),
-        include_dashboard=False,
-        namespace=settings.ray_namespace,
-        logging_level="ERROR",
-        log_to_driver=False,
-    )
-    try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(build_app(AppArgs(settings)), name=APP_NAME, route_prefix="/", blocking=False)
-        url = f"http://127.0.0.1:{port}"
-        with httpx.Client(base_url=url, timeout=300) as http:
-            deadline = time.monotonic() + SERVE_START_DEADLINE_S
-            while True:
-                with contextlib.suppress(httpx.HTTPError):
-                    if http.get("/v1/health").status_code == 200:
-                        break
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"the API did not answer /v1/health within {SERVE_START_DEADLINE_S:.0f} s")
-                time.sleep(0.5)
-            yield Platform(url, http, time.perf_counter() - started)
-    finally:
-        with contextlib.suppress(Exception):
-            serve.shutdown()
-        ray.shutdown()
+    with (
+        in_process_platform(settings, num_cpus=min(2, os.cpu_count() or 1), deadline_s=SERVE_START_DEADLINE_S) as url,
+        httpx.Client(base_url=url, timeout=300) as http,
+    ):
+        yield Platform(url, http, time.perf_counter() - started)
 
 
 def _check(response: Any, expected: int, what: str) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -159,6 +160,35 @@ def ui_env(settings: Settings, service_token: str) -> dict[str, str]:
         "STREAMLIT_SERVER_MAX_UPLOAD_SIZE": str(max(1, settings.max_upload_bytes // 2**20)),
         "STREAMLIT_CLIENT_TOOLBAR_MODE": "minimal",  # no "Deploy" button: this app is self-hosted
     }
+
+
+@contextlib.contextmanager
+def in_process_platform(settings: Settings, *, num_cpus: int = 2, deadline_s: float = 240) -> Iterator[str]:
+    """A throwaway platform owned by this process (tests, benchmarks): a fresh local Ray with the Serve app on
+    `settings.api_port`, polled until healthy; yields the API URL and tears everything down afterwards."""
+    import ray
+    from ray import serve
+
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    ray.init(
+        address="local",
+        num_cpus=num_cpus,
+        include_dashboard=False,
+        namespace=settings.ray_namespace,
+        logging_level="ERROR",
+        log_to_driver=False,
+    )
+    try:
+        start_serving(settings)
+        url = f"http://127.0.0.1:{settings.api_port}"
+        if not wait_for_http(f"{url}/v1/health", deadline_s):
+            raise RuntimeError(f"the API did not answer /v1/health within {deadline_s:.0f} s")
+        yield url
+    finally:
+        with contextlib.suppress(Exception):
+            serve.shutdown()
+        ray.shutdown()
 
 
 def start_ui(settings: Settings, log_dir: Path, service_token: str = "") -> int:

@@ -7,7 +7,6 @@ import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
@@ -61,36 +60,14 @@ class Platform:
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     """Ray (fresh local cluster), the catalog actor, and the Serve app on a free port."""
-    import ray
-    from ray import serve
+    from cluster.runtime import in_process_platform
 
-    from serve.app import APP_NAME, AppArgs, build_app
-
-    data_dir: Path = tmp_path_factory.mktemp("platform")
     port = free_port()
-    settings = Settings(data_dir=data_dir, api_port=port, environment="test", ray_namespace=f"test-{port}")
-    ray.init(
-        address="local",
-        num_cpus=2,
-        include_dashboard=False,
-        namespace=settings.ray_namespace,
-        logging_level="ERROR",
-        log_to_driver=False,
+    settings = Settings(
+        data_dir=tmp_path_factory.mktemp("platform"), api_port=port, environment="test", ray_namespace=f"test-{port}"
     )
-    try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(build_app(AppArgs(settings)), name=APP_NAME, route_prefix="/", blocking=False)
-        url = f"http://127.0.0.1:{port}"
-        with httpx.Client(base_url=url, timeout=60) as http:
-
-            def healthy() -> bool:
-                try:
-                    return http.get("/v1/health").status_code == 200
-                except httpx.HTTPError:
-                    return False
-
-            wait_until(healthy, SERVE_START_DEADLINE_S, "the API to answer /v1/health", interval_s=0.5)
-            yield Platform(settings, url, http)
-    finally:
-        serve.shutdown()
-        ray.shutdown()
+    with (
+        in_process_platform(settings, deadline_s=SERVE_START_DEADLINE_S) as url,
+        httpx.Client(base_url=url, timeout=60) as http,
+    ):
+        yield Platform(settings, url, http)
