@@ -1,5 +1,6 @@
 """Candidate models: the typed spec a search trial trains, the dataset summary it is chosen from, and the
-default search (`generate_candidates`), cheapest first, with past winners on similar datasets added.
+default search (`generate_candidates`): candidates suited to the data first, cheapest first among them, with
+past winners on similar datasets added.
 
 A Ray Tune config dict becomes a spec with `CandidateSpec.from_dict(config)` on a trainable's first line, so
 a typo in a key fails loudly instead of silently training the default.
@@ -247,7 +248,8 @@ def generate_candidates(
     past_winners: Sequence[PastWinner] = (),
     available: Iterable[str] | None = None,
 ) -> list[CandidateSpec]:
-    """The default search for a dataset: a handful of candidates, cheapest first.
+    """The default search for a dataset: a handful of candidates, those suited to the data first (cheapest
+    first among them), then poorer fits (cheapest first).
 
     `available` names the backbones that can be loaded here (default: all registered); past winners on
     similar datasets are adapted to this dataset and added; `options` restricts and overrides.
@@ -256,17 +258,23 @@ def generate_candidates(
     usable = set(BACKBONES if available is None else available)
     if options.backbones is not None:
         usable &= set(options.backbones)
-    specs = _default_candidates(summary)
-    specs += [_adapt(winner.spec, summary) for winner in similar_winners(summary, past_winners)]
-    specs = [_apply_options(spec, options) for spec in specs]
+    suited, fallback = _default_candidates(summary)
+    # Winners on similar data join the candidates suited to this data; poor fits come last in any case.
+    suited = [_adapt(winner.spec, summary) for winner in similar_winners(summary, past_winners)] + suited
+    ordered: list[CandidateSpec] = []
+    for group in (suited, fallback):
+        group = [_apply_options(spec, options) for spec in group]
+        ordered += sorted(group, key=lambda spec: estimate_cost(spec, summary))
     kept = [
         spec
-        for spec in specs
+        for spec in ordered
         if (spec.backbone is None or spec.backbone in usable) and (options.kinds is None or spec.kind in options.kinds)
     ]
-    unique = list({spec.key(): spec for spec in reversed(kept)}.values())[::-1]  # first occurrence wins
-    ordered = sorted(unique, key=lambda spec: estimate_cost(spec, summary))
-    return ordered[: options.max_candidates] if options.max_candidates else ordered
+    unique: dict[str, CandidateSpec] = {}
+    for spec in kept:
+        unique.setdefault(spec.key(), spec)  # a past winner equal to a default keeps its earlier place
+    result = list(unique.values())
+    return result[: options.max_candidates] if options.max_candidates else result
 
 
 def similar_winners(summary: DatasetSummary, past_winners: Sequence[PastWinner], limit: int = 2) -> list[PastWinner]:
@@ -310,17 +318,20 @@ def estimate_cost(spec: CandidateSpec, summary: DatasetSummary) -> float:
     return forward * images * spec.max_epochs * (1 + 0.3 * spec.finetune_blocks)
 
 
-def _default_candidates(summary: DatasetSummary) -> list[CandidateSpec]:
+def _default_candidates(summary: DatasetSummary) -> tuple[list[CandidateSpec], list[CandidateSpec]]:
+    """(suited, fallback): candidates that fit this kind of data, then ones worth a try if time is left.
+
+    Tiny pictures in numbers (digits, clothes, small objects) are best learnt from scratch; ImageNet
+    features are the safe choice for photos and for few pictures, where a CNN from scratch overfits.
+    """
     tiny = summary.image_size <= 64
     few = summary.train_count < 2000 or summary.min_per_class < 50
     color = summary.policy.color
-    specs: list[CandidateSpec] = []
     if tiny and not few:
-        specs += _scratch_cnns(summary)
-    specs += _pretrained(summary, tiny=tiny)
-    if tiny and few:
-        specs += _scratch_cnns(summary)[:1]
-    return [replace(spec, color=color) for spec in specs]
+        suited, fallback = _scratch_cnns(summary), _pretrained(summary, tiny=tiny)
+    else:
+        suited, fallback = _pretrained(summary, tiny=tiny), _scratch_cnns(summary)[:1] if tiny else []
+    return [replace(spec, color=color) for spec in suited], [replace(spec, color=color) for spec in fallback]
 
 
 def _scratch_cnns(summary: DatasetSummary) -> list[CandidateSpec]:

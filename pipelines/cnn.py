@@ -1,9 +1,11 @@
 """From-scratch CNN templates for pictures that ImageNet features fit poorly (tiny, gray, symbols).
 
-A template is `spec.cnn_depth` stages of two 3x3 convolutions (batch norm, ReLU) with `spec.cnn_width * 2**i`
-filters, max pooling between stages, global average pooling as the named feature layer, dropout and a
-softmax classifier. The model takes the pictures as `preprocess` makes them (uint8, the policy's side), so
-the rescaling lives in the graph; `split_features` cuts a trained model into feature base + head.
+A template is `spec.cnn_depth` stages, each a 3x3 convolution without padding (batch norm, ReLU) with
+`spec.cnn_width * 2**i` filters followed by 2x2 max pooling; then the map is flattened when it is small
+(where things are matters for digits and letters) or averaged when large; an optional hidden layer of
+`spec.hidden_units` (batch norm, ReLU) is the named feature layer, then dropout and a softmax classifier.
+The model takes the pictures as `preprocess` makes them (uint8, the policy's side), so the rescaling lives
+in the graph; `split_features` cuts a trained model into feature base + numpy head.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pipelines.heads import Head
 
 FEATURE_LAYER = "features"
 CLASSIFIER_LAYER = "classifier"
+FLATTEN_MAX_SIDE = 6  # maps up to 6x6 are flattened (1,600 values for MNIST's 5x5x64); larger ones averaged
 
 
 def build_scratch_cnn(spec: CandidateSpec, input_shape: tuple[int, int, int], num_classes: int) -> keras.Model:
@@ -27,25 +30,33 @@ def build_scratch_cnn(spec: CandidateSpec, input_shape: tuple[int, int, int], nu
     side, _, channels = _check_shape(input_shape)
     if num_classes < 2:
         raise InvalidInput(f"A classifier needs at least 2 classes, not {num_classes}.")
-    if spec.input_size >> (spec.cnn_depth - 1) < 2:
+    final_side = spec.input_size
+    for _ in range(spec.cnn_depth):
+        final_side = (final_side - 2) // 2
+    if final_side < 1:
         raise InvalidInput(
-            f"{spec.cnn_depth} stages would pool a {spec.input_size}-pixel picture below 2 pixels: use fewer stages."
+            f"{spec.cnn_depth} stages would shrink a {spec.input_size}-pixel picture to nothing: use fewer stages."
         )
     inputs = keras.Input(shape=(side, side, channels), dtype="uint8", name="image")
     x = layers.Rescaling(1.0 / 255.0, name="rescaling")(inputs)
     if spec.input_size != side:
         x = layers.Resizing(spec.input_size, spec.input_size, interpolation="bilinear", name="resize")(x)
     for stage in range(spec.cnn_depth):
-        filters = spec.cnn_width * 2**stage
-        if stage > 0:
-            x = layers.MaxPooling2D(2, name=f"stage{stage}_pool")(x)
-        for conv in range(2):
-            name = f"stage{stage}_conv{conv}"
-            x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=name)(x)
-            x = layers.BatchNormalization(name=f"{name}_bn")(x)
-            x = layers.ReLU(name=f"{name}_relu")(x)
-    features = layers.GlobalAveragePooling2D(name=FEATURE_LAYER)(x)
-    x = layers.Dropout(spec.dropout, name="dropout")(features) if spec.dropout else features
+        name = f"stage{stage}"
+        x = layers.Conv2D(spec.cnn_width * 2**stage, 3, use_bias=False, name=f"{name}_conv")(x)
+        x = layers.BatchNormalization(name=f"{name}_bn")(x)
+        x = layers.ReLU(name=f"{name}_relu")(x)
+        x = layers.MaxPooling2D(2, name=f"{name}_pool")(x)
+    pooled_name = FEATURE_LAYER if not spec.hidden_units else "pooled"
+    if final_side <= FLATTEN_MAX_SIDE:
+        x = layers.Flatten(name=pooled_name)(x)
+    else:
+        x = layers.GlobalAveragePooling2D(name=pooled_name)(x)
+    if spec.hidden_units:
+        x = layers.Dense(spec.hidden_units, use_bias=False, name="hidden")(x)
+        x = layers.BatchNormalization(name="hidden_bn")(x)
+        x = layers.ReLU(name=FEATURE_LAYER)(x)
+    x = layers.Dropout(spec.dropout, name="dropout")(x) if spec.dropout else x
     outputs = layers.Dense(num_classes, activation="softmax", name=CLASSIFIER_LAYER)(x)
     return keras.Model(inputs, outputs, name="scratch_cnn")
 

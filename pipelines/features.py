@@ -23,44 +23,85 @@ from pipelines.errors import InvalidInput
 from pipelines.heads import Head, HeadHistory, OnEpoch, fit_head
 
 
-def build_input_adapter(image_size: int, channels: int, input_size: int, *, name: str = "image") -> tuple:
-    """(input, float RGB 0..255 tensor at `input_size`): the shared front of every pretrained model."""
+def image_input(image_size: int, channels: int, *, name: str = "image") -> keras.KerasTensor:
+    """The input every model takes: uint8 pictures as `preprocess` makes them."""
     if channels not in (1, 3):
         raise InvalidInput(f"Pictures must have 1 (gray) or 3 (RGB) channels, not {channels}.")
-    inputs = keras.Input(shape=(image_size, image_size, channels), dtype="uint8", name=name)
+    return keras.Input(shape=(image_size, image_size, channels), dtype="uint8", name=name)
+
+
+def to_backbone_input(
+    images: keras.KerasTensor, input_size: int, *, mirror: bool = False, prefix: str = ""
+) -> keras.KerasTensor:
+    """uint8 pictures -> float RGB 0..255 at the backbone's side (optionally mirrored left-right first)."""
+    _, image_size, width, channels = images.shape
     # Rescaling by 1 is a serializable cast to float32 (a Lambda would not load in Keras' safe mode).
-    x = layers.Rescaling(1.0, name="to_float")(inputs)
+    x = layers.Rescaling(1.0, name=f"{prefix}to_float")(images)
+    if mirror:
+        x = mirror_width(x, int(width), name=f"{prefix}mirror")
     if channels == 1:
-        x = layers.Concatenate(name="gray_to_rgb")([x, x, x])
+        x = layers.Concatenate(name=f"{prefix}gray_to_rgb")([x, x, x])
     if input_size != image_size:
-        x = layers.Resizing(input_size, input_size, interpolation="bilinear", name="resize_to_backbone")(x)
-    return inputs, x
+        x = layers.Resizing(input_size, input_size, interpolation="bilinear", name=f"{prefix}resize_to_backbone")(x)
+    return x
+
+
+def mirror_width(x: keras.KerasTensor, width: int, *, name: str) -> keras.KerasTensor:
+    """Left-right mirror with built-in layers only (a saved model then loads anywhere without custom code):
+    width moved last, multiplied by the anti-identity (exact: one 1.0 per column), moved back.
+    """
+    x = layers.Permute((1, 3, 2), name=f"{name}_width_last")(x)
+    dense = layers.Dense(width, use_bias=False, trainable=False, name=f"{name}_reverse")
+    x = dense(x)
+    dense.set_weights([np.eye(width, dtype=np.float32)[::-1].copy()])
+    return layers.Permute((1, 3, 2), name=f"{name}_width_back")(x)
 
 
 def build_feature_model(backbone: keras.Model, *, image_size: int, channels: int) -> keras.Model:
     """Wrap `backbone` (RGB 0..255 at its own square side) to take policy-sized uint8 pictures."""
-    input_size = int(backbone.input_shape[1])
-    inputs, x = build_input_adapter(image_size, channels, input_size)
-    features = backbone(x, training=False)
+    inputs = image_input(image_size, channels)
+    features = backbone(to_backbone_input(inputs, int(backbone.input_shape[1])), training=False)
     return keras.Model(inputs, features, name=f"{backbone.name}_features")
 
 
-class FeatureExtractor:
-    """Computes backbone features for batches of uint8 pictures with one compiled graph per direction."""
+def split_backbone(backbone: keras.Model, top_blocks: int) -> tuple[keras.Model, keras.Model]:
+    """(bottom: pictures -> (activations, features), top: activations -> features), cut before the last
+    `top_blocks` blocks of an EfficientNet-Lite. Both share the backbone's layers, so training the top
+    trains the backbone itself. Blocks join only at their ends, so such a cut has one tensor crossing it.
+    """
+    names = [layer.name for layer in backbone.layers]
+    blocks = sorted({int(name[5:].split("_")[0]) for name in names if name.startswith("block")})
+    if top_blocks < 1 or not blocks:
+        raise InvalidInput(f"Cannot retrain the top {top_blocks} blocks of '{backbone.name}'.")
+    first = blocks[-min(top_blocks, len(blocks))]
+    if first == blocks[0]:
+        cut_name = "stem_relu6"
+    else:
+        cut_name = next(n for n in (f"block{first - 1}_add", f"block{first - 1}_project_bn") if n in names)
+    cut = backbone.get_layer(cut_name).output
+    bottom = keras.Model(backbone.input, [cut, backbone.output], name=f"{backbone.name}_bottom")
+    return bottom, keras.Model(cut, backbone.output, name=f"{backbone.name}_top")
 
-    def __init__(self, feature_model: keras.Model):
-        self.model = feature_model
-        _, self.image_size, _, self.channels = (int(d) if d else None for d in feature_model.input_shape)
-        self.feature_dim = int(feature_model.output_shape[-1])
+
+class FeatureExtractor:
+    """Runs a pictures -> vectors model (features, or class probabilities) in batches with compiled graphs,
+    one for the pictures as they are and one for their mirror images.
+    """
+
+    def __init__(self, model: keras.Model):
+        self.model = model
+        _, self.image_size, _, self.channels = (int(d) if d else None for d in model.input_shape)
+        self.output_shapes = [tuple(shape[1:]) for shape in _output_shapes(model)]
+        self.feature_dim = int(self.output_shapes[0][-1])
         signature = [tf.TensorSpec([None, self.image_size, self.image_size, self.channels], tf.uint8)]
 
         @tf.function(input_signature=signature, jit_compile=False)  # XLA on CPU is ~10x slower here
-        def plain(images: tf.Tensor) -> tf.Tensor:
-            return self.model(images, training=False)
+        def plain(images: tf.Tensor) -> list[tf.Tensor]:
+            return tf.nest.flatten(self.model(images, training=False))
 
         @tf.function(input_signature=signature, jit_compile=False)
-        def mirrored(images: tf.Tensor) -> tf.Tensor:
-            return self.model(tf.reverse(images, axis=[2]), training=False)
+        def mirrored(images: tf.Tensor) -> list[tf.Tensor]:
+            return tf.nest.flatten(self.model(tf.reverse(images, axis=[2]), training=False))
 
         self._plain, self._mirrored = plain, mirrored
 
@@ -74,13 +115,21 @@ class FeatureExtractor:
         return cls(build_feature_model(backbone, image_size=image_size, channels=channels))
 
     def extract(self, images: np.ndarray, batch_size: int = 64, *, mirrored: bool = False) -> np.ndarray:
-        """float32 features (images, feature_dim); `mirrored` computes them for the left-right mirror images."""
+        """float32 outputs (images, feature_dim); `mirrored` computes them for the left-right mirror images."""
+        return self.extract_all(images, batch_size, mirrored=mirrored)[0]
+
+    def extract_all(
+        self, images: np.ndarray, batch_size: int = 64, *, mirrored: bool = False, dtype: type = np.float32
+    ) -> list[np.ndarray]:
+        """Every output of the model (e.g. inner activations and features) for all pictures, stored as `dtype`."""
         images = self._check(images)
         function = self._mirrored if mirrored else self._plain
-        out = np.empty((len(images), self.feature_dim), np.float32)
+        outs = [np.empty((len(images), *shape), dtype) for shape in self.output_shapes]
         for start in range(0, len(images), batch_size):
-            out[start : start + batch_size] = function(tf.constant(images[start : start + batch_size])).numpy()
-        return out
+            results = function(tf.constant(images[start : start + batch_size]))
+            for out, result in zip(outs, results, strict=True):
+                out[start : start + batch_size] = result.numpy()
+        return outs
 
     def extract_with_mirror(self, images: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
         """Features of the pictures and of their mirror images (extra training rows; averaged at test time)."""
@@ -151,3 +200,8 @@ def head_from_features(
     val_features = None if val is None else val.test_rows()
     val_labels = None if val is None else val.labels
     return fit_head(features, labels, val_features, val_labels, spec, class_names=class_names, on_epoch=on_epoch)
+
+
+def _output_shapes(model: keras.Model) -> list[tuple]:
+    shapes = model.output_shape
+    return list(shapes) if isinstance(shapes, list) else [shapes]
