@@ -184,6 +184,7 @@ def delete_model(conn: Connection, owner_id: str, model_id: str) -> list[str]:
     current = get_owned_model(conn, owner_id, model_id)
     if current.sample_sha256:
         shas.append(current.sample_sha256)
+    conn.execute("DELETE FROM feedback WHERE task_id IN (SELECT id FROM tasks WHERE model_id = ?)", [model_id])
     for table in ("images", "classes", "model_versions", "tasks"):
         conn.execute(f"DELETE FROM {table} WHERE model_id = ?", [model_id])
     conn.execute("DELETE FROM models WHERE id = ?", [model_id])
