@@ -13,6 +13,7 @@ import numpy as np
 
 from cluster.blobs import BlobStore
 from pipelines.candidates import CandidateSpec
+from pipelines.errors import InvalidInput
 from pipelines.heads import Head
 from pipelines.images import PreprocessingPolicy
 
@@ -69,6 +70,73 @@ class LoadedModel:
         if "flip" in self.spec.augmentation:
             features = (features + extractor.extract(images, batch_size, mirrored=True)) * np.float32(0.5)
         return self.head.predict_proba(features)
+
+    @property
+    def mirror(self) -> bool:
+        """Whether the model averages its view of each picture with the mirror image's."""
+        return "flip" in self.spec.augmentation
+
+    def feature_extractor(self):
+        """Pictures -> the features this model decides on: the frozen backbone's, the from-scratch CNN's
+        feature layer, or the fine-tuned backbone's. Out-of-fold heads and new heads are fitted on these.
+        """
+        import keras
+
+        from pipelines.cnn import split_features
+        from pipelines.features import FeatureExtractor, build_feature_model
+
+        if self.head is not None:
+            return FeatureExtractor(self.feature_model)
+        if self.spec.kind == "scratch_cnn":
+            base, _ = split_features(self.keras_model, self.class_names)
+            return FeatureExtractor(base)
+        inner = [layer for layer in self.keras_model.layers if isinstance(layer, keras.Model)]
+        if len(inner) != 1:
+            raise InvalidInput(f"Cannot find the backbone of the '{self.spec.title()}' model.")
+        channels = 1 if self.policy.color == "gray" else 3
+        return FeatureExtractor(build_feature_model(inner[0], image_size=self.policy.image_size, channels=channels))
+
+    def features(self, images: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray | None]:
+        """(features, features of the mirror images or None when the model does not use them)."""
+        extractor = self.feature_extractor()
+        mirrored = extractor.extract(images, batch_size, mirrored=True) if self.mirror else None
+        return extractor.extract(images, batch_size), mirrored
+
+    def export_model(self):
+        """One Keras model from policy-preprocessed uint8 pictures to class probabilities."""
+        from pipelines.export import head_classifier
+
+        if self.head is None:
+            return self.keras_model
+        return head_classifier(self.feature_model, self.head, mirror=self.mirror)
+
+
+EXPORT_FORMATS = {"keras": "model.keras", "tflite": "model.tflite"}
+
+
+def export_artifact(blob_root: str, prefix: str, fmt: str, backbone_cache_dir: str) -> str:
+    """Write the artifact at `prefix` as one self-contained file in `fmt` (kept for later downloads);
+    returns its blob key. Runs where TensorFlow may run (a Ray task), never in the API process.
+    """
+    from cluster.blobs import open_blob_store
+    from pipelines import export
+
+    if fmt not in EXPORT_FORMATS:
+        raise InvalidInput(f"Export format must be one of {', '.join(EXPORT_FORMATS)}, not {fmt!r}.", field="format")
+    blobs = open_blob_store(blob_root)
+    key = f"exports/{prefix}/{EXPORT_FORMATS[fmt]}"
+    if blobs.exists(key):
+        return key
+    model = load_trained(blobs, prefix, backbone_cache_dir)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / EXPORT_FORMATS[fmt]
+        graph = model.export_model()
+        if fmt == "keras":
+            export.export_keras(graph, path, class_names=model.class_names, policy=model.policy)
+        else:
+            export.export_tflite(graph, path)
+        blobs.put_file(key, path)  # copied to a temporary name, then renamed: never seen half-written
+    return key
 
 
 def load_trained(blobs: BlobStore, prefix: str, backbone_cache_dir: str | os.PathLike) -> LoadedModel:

@@ -10,6 +10,7 @@ import ray
 
 from cluster.blobs import open_blob_store
 from cluster.catalog.actor import RayCatalog, get_catalog_actor
+from cluster.config import Settings
 from cluster.importer import ImportRequest, run_import
 
 JOBS_ACTOR = "classifly-jobs"
@@ -94,3 +95,11 @@ class RayJobLauncher:
 
     def submit_training(self, run_id: str) -> None:
         ray.get(self.handle.submit_training.remote(run_id, self.settings_json))
+
+    def export(self, artifact_uri: str, fmt: str) -> str:
+        """Build (or find) the export file on a Ray task with TensorFlow; blocks until it is stored."""
+        from cluster.artifacts import export_artifact
+
+        settings = Settings.model_validate_json(self.settings_json)
+        task = ray.remote(num_cpus=1, max_retries=0)(export_artifact)
+        return ray.get(task.remote(settings.blob_root, artifact_uri, fmt, str(settings.data_dir / "backbones")))

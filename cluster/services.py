@@ -22,6 +22,10 @@ class JobLauncher(Protocol):
 
     def submit_training(self, run_id: str) -> None: ...
 
+    def export(self, artifact_uri: str, fmt: str) -> str:
+        """The blob key of the artifact exported as one file in `fmt` (built on first request); blocks."""
+        ...
+
 
 @dataclass(frozen=True)
 class Services:
@@ -35,9 +39,10 @@ class Services:
 class ThreadJobLauncher:
     """Runs jobs on a thread of this process: for component tests and single-process use."""
 
-    def __init__(self, catalog: Catalog, blobs: BlobStore):
+    def __init__(self, catalog: Catalog, blobs: BlobStore, settings: Settings | None = None):
         self.catalog = catalog
         self.blobs = blobs
+        self.settings = settings
         self.threads: list[threading.Thread] = []
         self.training_requests: list[str] = []
 
@@ -49,6 +54,12 @@ class ThreadJobLauncher:
     def submit_training(self, run_id: str) -> None:
         """Training needs Ray (Tune, tasks); in-process the run is recorded and stays queued."""
         self.training_requests.append(run_id)
+
+    def export(self, artifact_uri: str, fmt: str) -> str:
+        from cluster.artifacts import export_artifact
+
+        settings = self.settings or Settings()
+        return export_artifact(settings.blob_root, artifact_uri, fmt, str(settings.data_dir / "backbones"))
 
     def _run(self, request: ImportRequest) -> None:
         try:
@@ -66,4 +77,4 @@ def local_services(settings: Settings) -> Services:
     """Services in this process (catalog file opened here): for tests and tools, never next to a running platform."""
     catalog = LocalCatalog(settings.catalog_file if settings.catalog_path != ":memory:" else ":memory:")
     blobs = open_blob_store(settings.blob_root)
-    return Services(settings, catalog, blobs, ThreadJobLauncher(catalog, blobs))
+    return Services(settings, catalog, blobs, ThreadJobLauncher(catalog, blobs, settings))

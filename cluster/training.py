@@ -11,7 +11,7 @@ import os
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -23,6 +23,7 @@ from cluster.catalog import runs as catalog_runs
 from cluster.catalog.actor import RayCatalog, get_catalog_actor
 from cluster.catalog.client import Catalog
 from cluster.config import Settings
+from cluster.feature_cache import cached_features
 from pipelines.candidates import (
     CandidateSpec,
     DatasetSummary,
@@ -39,6 +40,8 @@ logger = logging.getLogger("classifly.training")
 VAL_FRACTION = 0.15
 SPLIT_SEED = 7
 PREPARE_BATCH = 2_000
+MAX_LISTED = 500  # misclassified pictures and possible label mistakes kept per version
+LABEL_CHECK_EPOCHS = 15  # epochs of each out-of-fold head
 
 
 class RunCancelled(Exception):
@@ -57,6 +60,10 @@ class Prepared:
     test_images: np.ndarray
     test_labels: np.ndarray
     test_ids: np.ndarray
+    train_ids: np.ndarray
+    val_ids: np.ndarray
+    train_shas: tuple[str, ...] = ()
+    val_shas: tuple[str, ...] = ()
 
 
 def _prepare_batch(blob_root: str, refs: list[BlobRef], names: list[str], policy: dict, max_pixels: int) -> np.ndarray:
@@ -111,6 +118,10 @@ def split_snapshot(snapshot, pictures: np.ndarray) -> Prepared:
         test_images=pictures[test_rows],
         test_labels=labels[test_rows],
         test_ids=np.array([snapshot[i].image_id for i in test_rows], dtype=np.int64),
+        train_ids=np.array([snapshot[i].image_id for i in fit_rows], dtype=np.int64),
+        val_ids=np.array([snapshot[i].image_id for i in val_rows], dtype=np.int64),
+        train_shas=tuple(snapshot[i].sha256 for i in fit_rows),
+        val_shas=tuple(snapshot[i].sha256 for i in val_rows),
     )
 
 
@@ -141,15 +152,20 @@ def _trainable(config: dict[str, Any], data=None, settings_json: str = "", run_i
             return True
         return catalog.call_sync(catalog_runs.run_stop_reason, run_id) is not None
 
+    policy = PreprocessingPolicy.from_dict(config["policy"])
+    blobs = open_blob_store(settings.blob_root)
+    features = None
+    if spec.kind == "frozen_head":
+        features = _cached_feature_sets(blobs, spec, policy, data, settings)
     trained = train_candidate(
         spec,
         TrainingData(data.train_images, data.train_labels, data.val_images, data.val_labels, data.class_names),
         on_epoch=on_epoch,
         backbone_cache_dir=settings.data_dir / "backbones",
+        features=features,
     )
-    policy = PreprocessingPolicy.from_dict(config["policy"])
     prefix = f"artifacts/{run_id}/{tune.get_context().get_trial_id()}"
-    save_trained(open_blob_store(settings.blob_root), prefix, trained, policy)
+    save_trained(blobs, prefix, trained, policy)
     tune.report(
         {
             "val_accuracy": float(trained.val_accuracy),
@@ -158,6 +174,27 @@ def _trainable(config: dict[str, Any], data=None, settings_json: str = "", run_i
             "stopped_because": trained.stopped_because,
             "artifact": prefix,
         }
+    )
+
+
+def _cached_feature_sets(blobs, spec: CandidateSpec, policy: PreprocessingPolicy, data: Prepared, settings: Settings):
+    """Train and validation features from the feature cache (computed here, on the trial's CPUs, when new)."""
+    from pipelines.features import FeatureSet
+
+    images = np.concatenate([data.train_images, data.val_images])
+    cached = cached_features(
+        blobs,
+        spec,
+        policy,
+        data.train_shas + data.val_shas,
+        images,
+        backbone_cache_dir=str(settings.data_dir / "backbones"),
+    )
+    cut = len(data.train_labels)
+    plain, mirrored = cached.features.astype(np.float32), cached.mirrored.astype(np.float32)
+    return (
+        FeatureSet(plain[:cut], data.train_labels, mirrored[:cut]),
+        FeatureSet(plain[cut:], data.val_labels, mirrored[cut:]),
     )
 
 
@@ -302,6 +339,12 @@ def _search(run, settings: Settings, catalog: Catalog, progress, started: float,
     proba = model.predict_proba(data.test_images)
     metrics = evaluate(proba, data.test_labels, data.class_names, data.test_ids)
     metrics["val_accuracy"] = winner["val_accuracy"]
+    progress("evaluating", 0.96, "Looking for pictures that may be labelled wrong")
+    own = None
+    if model.head is not None:
+        train, val = _cached_feature_sets(blobs, model.spec, policy, data, settings)
+        own = np.concatenate([train.features, val.features]), np.concatenate([train.mirrored, val.mirrored])
+    metrics["label_mistakes"] = label_mistakes(model, data, features=own)
     version = catalog.call_sync(
         catalog_runs.publish_version,
         run.owner_id,
@@ -338,43 +381,82 @@ def _search_options(advanced: dict[str, Any]) -> dict[str, Any]:
 
 
 def evaluate(proba: np.ndarray, labels: np.ndarray, class_names, ids: np.ndarray) -> dict[str, Any]:
-    """Test-split evaluation: accuracy, per-class precision/recall/F1, confusion matrix, misclassified pictures."""
-    predicted = proba.argmax(axis=1)
-    k = len(class_names)
-    confusion = np.zeros((k, k), dtype=np.int64)
-    np.add.at(confusion, (labels, predicted), 1)
-    per_class = []
-    for i, name in enumerate(class_names):
-        true_positive = confusion[i, i]
-        precision = true_positive / max(1, confusion[:, i].sum())
-        recall = true_positive / max(1, confusion[i].sum())
-        f1 = 2 * precision * recall / max(1e-12, precision + recall)
-        per_class.append(
-            {
-                "class": name,
-                "precision": round(float(precision), 4),
-                "recall": round(float(recall), 4),
-                "f1": round(float(f1), 4),
-                "support": int(confusion[i].sum()),
-            }
-        )
-    wrong = np.flatnonzero(predicted != labels)
+    """Test-split evaluation as the API shows it: accuracy, per-class precision/recall/F1, confusion matrix,
+    calibration (reliability bins and expected calibration error) and the misclassified pictures.
+    """
+    from pipelines import metrics
+
+    if len(labels) == 0:
+        return {"accuracy": 0.0, "per_class": [], "confusion_matrix": [], "class_names": list(class_names),
+                "misclassified": [], "test_images": 0}  # fmt: skip
+    result = metrics.evaluate(labels, proba, class_names)
+    wrong = metrics.misclassified(labels, proba.argmax(axis=1), proba, [str(i) for i in ids])
     return {
-        "accuracy": round(float((predicted == labels).mean()), 4) if len(labels) else 0.0,
-        "per_class": per_class,
-        "confusion_matrix": confusion.tolist(),
+        "accuracy": round(result.accuracy, 4),
+        "per_class": [
+            {
+                "class": c.name,
+                "precision": round(c.precision, 4),
+                "recall": round(c.recall, 4),
+                "f1": round(c.f1, 4),
+                "support": c.support,
+            }
+            for c in result.classes
+        ],  # fmt: skip
+        "confusion_matrix": result.confusion.tolist(),
         "class_names": list(class_names),
+        "calibration": {
+            "expected_error": round(result.calibration.expected_error, 4),
+            "bins": [
+                {
+                    "low": b.low,
+                    "high": b.high,
+                    "count": b.count,
+                    "confidence": round(b.confidence, 4),
+                    "accuracy": round(b.accuracy, 4),
+                }
+                for b in result.calibration.bins
+            ],  # fmt: skip
+        },
         "misclassified": [
             {
-                "image_id": int(ids[i]),
-                "true": class_names[labels[i]],
-                "predicted": class_names[predicted[i]],
-                "confidence": round(float(proba[i, predicted[i]]), 4),
+                "image_id": int(m.image_id),
+                "true": class_names[m.given],
+                "predicted": class_names[m.predicted],
+                "confidence": round(m.confidence, 4),
             }
-            for i in wrong[:500]
-        ],
+            for m in wrong[:MAX_LISTED]
+        ],  # fmt: skip
         "test_images": int(len(labels)),
     }
+
+
+def label_mistakes(model, data: Prepared, *, threshold: float = 0.9, features=None) -> list[dict[str, Any]]:
+    """Pictures of the user's own training data whose class an out-of-fold model strongly disputes.
+
+    The winner's features (frozen backbone, CNN feature layer or fine-tuned backbone) are computed once and a
+    head is refitted per fold, so each picture is judged by a head that never saw its label. `features`
+    (plain, mirrored) of train + validation pictures may be given, e.g. from the feature cache.
+    """
+    from pipelines import metrics
+
+    images = np.concatenate([data.train_images, data.val_images])
+    labels = np.concatenate([data.train_labels, data.val_labels])
+    ids = np.concatenate([data.train_ids, data.val_ids])
+    if len(labels) < 10 or np.bincount(labels).min() < 2:
+        return []
+    features, mirrored = features if features is not None else model.features(images)
+    head_spec = replace(model.spec, head="softmax", hidden_units=0, dropout=0.0, batch_size=256)
+    proba = metrics.out_of_fold_head_proba(
+        features, labels, head_spec, folds=5, mirrored=mirrored, max_epochs=LABEL_CHECK_EPOCHS
+    )
+    found = metrics.possible_label_mistakes(proba, labels, [str(i) for i in ids], threshold=threshold)
+    names = data.class_names
+    return [
+        {"image_id": int(m.image_id), "given": names[m.given], "suggested": names[m.predicted],
+         "confidence": round(m.confidence, 4)}
+        for m in found[:MAX_LISTED]
+    ]  # fmt: skip
 
 
 class _TrialRecorder:

@@ -341,18 +341,19 @@ def _scratch_cnns(summary: DatasetSummary) -> list[CandidateSpec]:
     common |= {"learning_rate": 2e-3, "weight_decay": 5e-4, "label_smoothing": 0.1, "max_epochs": epochs}
     # Mirroring helps objects and clothes but can hurt symbols (a mirrored 2 is not a 2), so the wide
     # template tries it while the others do not; the search decides.
+    stages = max_cnn_depth(side)
     return [
         CandidateSpec(
             **common,
             cnn_width=CNN_TEMPLATES["medium"][0],
-            cnn_depth=CNN_TEMPLATES["medium"][1],
+            cnn_depth=min(CNN_TEMPLATES["medium"][1], stages),
             dropout=0.25,
             augmentation=frozenset({"shift"}),
         ),  # fmt: skip
         CandidateSpec(
             **common,
             cnn_width=CNN_TEMPLATES["wide"][0],
-            cnn_depth=CNN_TEMPLATES["wide"][1],
+            cnn_depth=min(CNN_TEMPLATES["wide"][1], stages),
             dropout=0.3,
             augmentation=frozenset({"shift", "flip"}),
         ),  # fmt: skip
@@ -391,9 +392,22 @@ def _pretrained(summary: DatasetSummary, *, tiny: bool) -> list[CandidateSpec]:
 
 
 def _adapt(spec: CandidateSpec, summary: DatasetSummary) -> CandidateSpec:
-    """A past winner made to fit this dataset: its colour, and its own side for from-scratch CNNs."""
-    side = summary.image_size if spec.kind == "scratch_cnn" else spec.input_size
-    return replace(spec, color=summary.policy.color, input_size=side)
+    """A past winner made to fit this dataset: its colour, and its own side (and stages it allows) for
+    from-scratch CNNs."""
+    if spec.kind != "scratch_cnn":
+        return replace(spec, color=summary.policy.color)
+    side = summary.image_size
+    depth = min(spec.cnn_depth, max_cnn_depth(side))
+    return replace(spec, color=summary.policy.color, input_size=side, cnn_depth=depth)
+
+
+def max_cnn_depth(side: int) -> int:
+    """How many template stages (3x3 valid convolution, then 2x2 pooling) a `side`-pixel picture allows."""
+    stages = 0
+    while (side - 2) // 2 >= 1:
+        side = (side - 2) // 2
+        stages += 1
+    return max(stages, 1)
 
 
 def _apply_options(spec: CandidateSpec, options: SearchOptions) -> CandidateSpec:

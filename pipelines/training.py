@@ -127,15 +127,22 @@ def train_candidate(
     on_epoch: OnEpoch | None = None,
     threads: int | None = None,
     backbone_cache_dir: str | os.PathLike | None = None,
+    features: tuple[FeatureSet, FeatureSet] | None = None,
 ) -> TrainedCandidate:
-    """Train one candidate on `data`, reporting each epoch to `on_epoch`."""
+    """Train one candidate on `data`, reporting each epoch to `on_epoch`.
+
+    A frozen-backbone candidate given `features` (train, validation; e.g. from the feature cache) fits its
+    head on them without running the backbone; the result then has no feature model (store its head).
+    """
     if threads is not None:
         configure_threads(threads)
     if spec.kind != "scratch_cnn" and backbone_cache_dir is None:
         raise InvalidInput(f"'{spec.title()}' needs backbone_cache_dir to load its pretrained weights.")
     keras.utils.set_random_seed(spec.seed)
     started = time.perf_counter()
-    if spec.kind == "frozen_head":
+    if spec.kind == "frozen_head" and features is not None:
+        trained = _head_on_features(spec, data.class_names, *features, on_epoch=on_epoch)
+    elif spec.kind == "frozen_head":
         trained = _train_frozen_head(spec, data, on_epoch, backbone_cache_dir)
     elif spec.kind == "finetune":
         trained = _train_finetune(spec, data, on_epoch, backbone_cache_dir)
@@ -276,16 +283,28 @@ def _train_frozen_head(
     mirror = "flip" in spec.augmentation
     train = FeatureSet.compute(extractor, data.train_images, data.train_labels, mirror=mirror)
     val = FeatureSet.compute(extractor, data.val_images, data.val_labels, mirror=mirror)
-    head, history = head_from_features(spec, train, val, data.class_names, on_epoch=on_epoch)
+    trained = _head_on_features(spec, data.class_names, train, val, on_epoch=on_epoch)
+    trained.feature_model = extractor.model
+    return trained
+
+
+def _head_on_features(
+    spec: CandidateSpec,
+    class_names: tuple[str, ...],
+    train: FeatureSet,
+    val: FeatureSet,
+    *,
+    on_epoch: OnEpoch | None,
+) -> TrainedCandidate:
+    head, history = head_from_features(spec, train, val, class_names, on_epoch=on_epoch)
     return TrainedCandidate(
         spec=spec,
-        class_names=data.class_names,
+        class_names=class_names,
         val_accuracy=history.best_val_accuracy,
         epochs_run=len(history.epochs),
         seconds=history.seconds,
         stopped_because=history.stopped_because,
         history=history.epochs,
-        feature_model=extractor.model,
         head=head,
     )
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+import re
+from typing import Literal
+
+from fastapi import APIRouter, Query, Response, status
 from starlette.concurrency import run_in_threadpool
 
 from cluster.catalog import models as catalog_models
 from cluster.catalog import runs as catalog_runs
 from cluster.catalog.runs import RunRecord, TrialRecord, VersionRecord
+from pipelines.errors import NotFound
 from serve.deps import CurrentUser, ServicesDep
 from serve.schemas import (
     RunDetail,
@@ -139,3 +143,33 @@ async def activate_version(model_id: str, version: int, principal: CurrentUser, 
     """Make this version the one that answers (a rollback is one call)."""
     record = await services.catalog.call(catalog_runs.activate_version, principal.id, model_id, version)
     return version_public(record, record.version)
+
+
+EXPORT_MEDIA_TYPES = {"keras": "application/zip", "tflite": "application/octet-stream"}
+
+
+@router.get(
+    "/models/{model_id}/versions/{version}/export",
+    response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {}}, "description": "The model as one file."}},
+)
+async def export_version(
+    model_id: str,
+    version: int,
+    principal: CurrentUser,
+    services: ServicesDep,
+    format: Literal["keras", "tflite"] = Query("keras", description="keras: Keras 3 .keras; tflite: LiteRT"),  # noqa: A002
+) -> Response:
+    """The version as one self-contained file, preprocessing included: it takes uint8 pictures made square
+    at the version's size (see `preprocessing`) and outputs class probabilities in the order of `classes`.
+    The first download of a format builds the file (seconds to a minute); later ones are immediate.
+    """
+    model = await services.catalog.call(catalog_models.get_owned_model, principal.id, model_id)
+    record = await services.catalog.call(catalog_runs.get_version, principal.id, model_id, version)
+    if not record.artifact_uri:
+        raise NotFound(f"Version {version} of this model has no stored network to export.")
+    key = await run_in_threadpool(services.jobs.export, record.artifact_uri, format)
+    data = await run_in_threadpool(services.blobs.get, key)
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", model.name).strip("-.") or "model"
+    disposition = f'attachment; filename="{stem}-v{version}.{format}"'
+    return Response(data, media_type=EXPORT_MEDIA_TYPES[format], headers={"Content-Disposition": disposition})

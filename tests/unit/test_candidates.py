@@ -209,3 +209,15 @@ def test_summary_round_trips() -> None:
     assert DatasetSummary.from_dict(json.loads(json.dumps(FLOWERS_LIKE.to_dict()))) == FLOWERS_LIKE
     with pytest.raises(InvalidInput):
         DatasetSummary.from_dict({**FLOWERS_LIKE.to_dict(), "extra": 1})
+
+
+@pytest.mark.parametrize(("side", "stages"), [(8, 1), (16, 2), (28, 3), (32, 3), (64, 4)])
+def test_cnn_templates_never_have_more_stages_than_the_size_allows(side: int, stages: int) -> None:
+    from pipelines.candidates import max_cnn_depth
+    from pipelines.cnn import build_scratch_cnn
+
+    assert max_cnn_depth(side) == stages
+    for spec in generate_candidates(summary(side, "gray", train=20_000)):
+        if spec.kind == "scratch_cnn":
+            assert spec.cnn_depth <= stages
+            build_scratch_cnn(spec, (side, side, 1), 10)  # builds: no stage shrinks the picture to nothing

@@ -1,0 +1,180 @@
+"""The feature cache: frozen-backbone features of every picture, computed once per (backbone, input size,
+preprocessing, picture) by Ray tasks in batches, stored on the blob store, reused by every later training run
+and every expansion of a model.
+
+A cache is a folder of chunk files under `features/<key>/` on the blob store. A chunk holds the sha256 of the
+pictures it covers, their features and the features of their mirror images (float16: half the bytes, and a
+head trained on them is as accurate as on float32). Chunks are only ever added, each written under a new
+name in one put, so readers never see half a chunk and two runs filling the same cache at once only cost a
+duplicate row (the first row of a picture wins).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import ray
+
+from cluster.blobs import BlobStore
+from pipelines.candidates import CandidateSpec
+from pipelines.errors import InvalidInput
+from pipelines.images import PreprocessingPolicy
+
+logger = logging.getLogger("classifly.features")
+
+CACHE_FORMAT = 1
+EXTRACT_BATCH = 1024  # pictures per batch (one chunk file): amortises a task, still shows progress
+
+_EXTRACTORS: dict[tuple, object] = {}  # per worker process: loaded backbones, reused by later tasks
+
+
+def feature_key(spec: CandidateSpec, policy: PreprocessingPolicy) -> str:
+    """What decides a picture's features: the backbone, the side it sees, and how the picture was prepared."""
+    if spec.backbone is None:
+        raise InvalidInput(f"'{spec.title()}' has no pretrained backbone, so no cached features.")
+    return f"{spec.backbone}-{spec.input_size}px-{policy.color}-{policy.image_size}px-{policy.resize}-v{CACHE_FORMAT}"
+
+
+@dataclass(frozen=True, eq=False)
+class CachedFeatures:
+    """Features of some pictures in the order asked for, with those of their mirror images."""
+
+    features: np.ndarray  # (pictures, dim) float16
+    mirrored: np.ndarray  # (pictures, dim) float16
+
+
+class FeatureCache:
+    """One cache (one feature key) on a blob store."""
+
+    def __init__(self, blobs: BlobStore, key: str):
+        self.blobs = blobs
+        self.key = key
+        self.prefix = f"features/{key}/"
+
+    def load(self, shas: Sequence[str]) -> tuple[np.ndarray, CachedFeatures | None]:
+        """(found: bool per sha, the features of the found ones in order); None when nothing is cached."""
+        wanted = {sha: row for row, sha in enumerate(shas)}
+        found = np.zeros(len(shas), dtype=bool)
+        features = mirrored = None
+        for name in sorted(self.blobs.iter_keys(self.prefix)):
+            if not name.endswith(".npz"):
+                continue
+            with np.load(io.BytesIO(self.blobs.get(name))) as chunk:
+                chunk_shas = chunk["shas"]
+                rows = [(wanted[sha], i) for i, sha in enumerate(chunk_shas.tolist()) if sha in wanted]
+                rows = [(target, i) for target, i in rows if not found[target]]
+                if not rows:
+                    continue
+                targets, sources = np.array([r[0] for r in rows]), np.array([r[1] for r in rows])
+                if features is None:
+                    dim = chunk["features"].shape[1]
+                    features = np.zeros((len(shas), dim), np.float16)
+                    mirrored = np.zeros((len(shas), dim), np.float16)
+                features[targets] = chunk["features"][sources]
+                mirrored[targets] = chunk["mirrored"][sources]
+                found[targets] = True
+        if features is None:
+            return found, None
+        return found, CachedFeatures(features, mirrored)
+
+    def store(self, shas: Sequence[str], features: np.ndarray, mirrored: np.ndarray) -> None:
+        if not (len(shas) == len(features) == len(mirrored)):
+            raise InvalidInput("A feature chunk needs one sha, one feature row and one mirrored row per picture.")
+        buffer = io.BytesIO()
+        np.savez(
+            buffer,
+            shas=np.array(list(shas), dtype="U64"),
+            features=features.astype(np.float16),
+            mirrored=mirrored.astype(np.float16),
+        )
+        self.blobs.put(f"{self.prefix}{uuid.uuid4().hex}.npz", buffer.getvalue())
+
+
+def _extract_batch(
+    pictures: np.ndarray, spec_dict: dict, image_size: int, cache_dir: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Features of a batch of prepared pictures and of their mirror images (a Ray task, or inline)."""
+    from pipelines.features import FeatureExtractor
+
+    spec = CandidateSpec.from_dict(spec_dict)
+    lookup = (spec.backbone, spec.input_size, spec.color, image_size)
+    if lookup not in _EXTRACTORS:
+        if ray.is_initialized() and ray.get_runtime_context().get_task_id() is not None:
+            from pipelines.training import configure_threads
+
+            configure_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
+        _EXTRACTORS[lookup] = FeatureExtractor.for_spec(spec, image_size=image_size, cache_dir=cache_dir)
+    plain, mirrored = _EXTRACTORS[lookup].extract_with_mirror(pictures)
+    return plain.astype(np.float16), mirrored.astype(np.float16)
+
+
+def cached_features(
+    blobs: BlobStore,
+    spec: CandidateSpec,
+    policy: PreprocessingPolicy,
+    shas: Sequence[str],
+    pictures: np.ndarray,
+    *,
+    backbone_cache_dir: str,
+    parallelism: int | None = None,
+    report: Callable[[int, int], None] | None = None,
+) -> CachedFeatures:
+    """The features of `pictures` (identified by `shas`) for `spec`'s backbone: read from the cache, the
+    missing ones computed in batches and added to the cache batch by batch (work done before a stop is
+    kept). `parallelism` Ray tasks compute at once; None computes here (inside a trial, on its CPUs).
+    """
+    if len(shas) != len(pictures):
+        raise InvalidInput(f"{len(shas)} picture ids for {len(pictures)} pictures.")
+    cache = FeatureCache(blobs, feature_key(spec, policy))
+    found, cached = cache.load(shas)
+    missing = np.flatnonzero(~found)
+    done = int(found.sum())
+    if report:
+        report(done, len(shas))
+    if len(missing) == 0 and cached is not None:
+        return cached
+    spec_dict, side = spec.to_dict(), int(pictures.shape[1])
+    batches = [missing[start : start + EXTRACT_BATCH] for start in range(0, len(missing), EXTRACT_BATCH)]
+    results: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def keep(rows: np.ndarray, plain: np.ndarray, mirrored: np.ndarray) -> None:
+        nonlocal done
+        cache.store([shas[i] for i in rows], plain, mirrored)
+        results.append((rows, plain, mirrored))
+        done += len(rows)
+        if report:
+            report(done, len(shas))
+
+    if parallelism is None:
+        for rows in batches:
+            keep(rows, *_extract_batch(pictures[rows], spec_dict, side, backbone_cache_dir))
+    else:
+        task = ray.remote(num_cpus=1, max_retries=1)(_extract_batch)
+        queue = iter(batches)
+        pending: dict[ray.ObjectRef, np.ndarray] = {}
+
+        def submit() -> None:
+            rows = next(queue, None)
+            if rows is not None:
+                pending[task.remote(pictures[rows], spec_dict, side, backbone_cache_dir)] = rows
+
+        for _ in range(max(1, parallelism)):
+            submit()
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            rows = pending.pop(ready[0])
+            keep(rows, *ray.get(ready[0]))
+            submit()
+    dim = results[0][1].shape[1]
+    features = cached.features if cached is not None else np.zeros((len(shas), dim), np.float16)
+    mirrored_all = cached.mirrored if cached is not None else np.zeros((len(shas), dim), np.float16)
+    for rows, plain, mirrored in results:
+        features[rows] = plain
+        mirrored_all[rows] = mirrored
+    logger.info("features %s: %d cached, %d computed", cache.key, len(shas) - len(missing), len(missing))
+    return CachedFeatures(features, mirrored_all)
