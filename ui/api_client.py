@@ -22,18 +22,23 @@ from ui.api_types import (
     Me,
     Model,
     Problem,
+    Run,
+    RunDetail,
     Session,
     SignInAccount,
     Storage,
     Token,
     TokenCreated,
+    TrainOptions,
     UploadResult,
     User,
+    Version,
 )
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
 TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 UPLOAD_TIMEOUT = httpx.Timeout(3600.0, connect=5.0)  # a multi-gigabyte zip over a slow link
+EXPORT_TIMEOUT = httpx.Timeout(600.0, connect=5.0)  # the API converts the model (TensorFlow Lite) before answering
 
 _client: httpx.Client | None = None
 
@@ -322,3 +327,49 @@ def get_job(token: str, job_id: str) -> Job:
 
 def dataset_stats(token: str, model_id: str) -> DatasetStats:
     return DatasetStats.model_validate(_request("GET", f"/v1/models/{model_id}/dataset", token).json())
+
+
+# --- training runs and versions -------------------------------------------------------------------------------
+
+
+def start_training(token: str, model_id: str, options: TrainOptions | None = None) -> Run:
+    """Start a training run; without options the platform decides everything within the model's goal and budget."""
+    body = options.model_dump(exclude_none=True) if options else {}
+    return Run.model_validate(_request("POST", f"/v1/models/{model_id}/train", token, json=body).json())
+
+
+def list_runs(token: str, model_id: str) -> list[Run]:
+    body = _request("GET", f"/v1/models/{model_id}/runs", token).json()
+    return [Run.model_validate(item) for item in body["data"]]
+
+
+def get_run(token: str, run_id: str) -> RunDetail:
+    return RunDetail.model_validate(_request("GET", f"/v1/runs/{run_id}", token).json())
+
+
+def cancel_run(token: str, run_id: str) -> Run:
+    return Run.model_validate(_request("POST", f"/v1/runs/{run_id}/cancel", token).json())
+
+
+def resume_run(token: str, run_id: str) -> Run:
+    return Run.model_validate(_request("POST", f"/v1/runs/{run_id}/resume", token).json())
+
+
+def list_versions(token: str, model_id: str) -> list[Version]:
+    body = _request("GET", f"/v1/models/{model_id}/versions", token).json()
+    return [Version.model_validate(item) for item in body["data"]]
+
+
+def get_version(token: str, model_id: str, version: int) -> Version:
+    return Version.model_validate(_request("GET", f"/v1/models/{model_id}/versions/{version}", token).json())
+
+
+def activate_version(token: str, model_id: str, version: int) -> Version:
+    response = _request("POST", f"/v1/models/{model_id}/versions/{version}/activate", token)
+    return Version.model_validate(response.json())
+
+
+def export_version(token: str, model_id: str, version: int, fmt: str) -> bytes:
+    """A version as a file to download: fmt "keras" (a .keras model) or "tflite" (TensorFlow Lite)."""
+    path = f"/v1/models/{model_id}/versions/{version}/export"
+    return _request("GET", path, token, params={"format": fmt}, timeout=EXPORT_TIMEOUT).content

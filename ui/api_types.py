@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidatorFunctionWrapHandler, field_validator
 
 
 class ApiModel(BaseModel):
@@ -178,3 +178,159 @@ class Cleanup(ApiModel):
     per_class: list[dict[str, Any]]
     sufficient: bool
     applied: bool
+
+
+# --- training runs and model versions -------------------------------------------------------------------------
+
+
+class TrainOptions(ApiModel):
+    """What a person may choose for one training run; None everywhere means "let the platform decide"."""
+
+    target_accuracy: float | None = None
+    time_budget_s: int | None = None
+    backbones: list[str] | None = None
+    kinds: list[str] | None = None
+    max_epochs: int | None = None
+    batch_size: int | None = None
+    learning_rate: float | None = None
+    augmentation: bool | None = None
+
+
+class RunConfig(ApiModel):
+    """What a run was asked for (the model's goal and time, or this run's own)."""
+
+    target_accuracy: float | None = None
+    time_budget_s: int | None = None
+
+
+class RunProgress(ApiModel):
+    stage: str = "queued"
+    fraction: float = 0.0
+    message: str = ""
+    best_accuracy: float | None = None
+    seconds_left: float | None = None
+
+
+class RunResult(ApiModel):
+    summary: str = ""
+    version: int | None = None
+    accuracy: float | None = None
+    reached_target: bool = False
+    seconds: float | None = None
+
+
+class RunError(ApiModel):
+    title: str = "Training stopped on a problem"
+    detail: str = ""
+    code: str = "error"
+
+
+class EpochPoint(ApiModel):
+    epoch: float | None = None
+    val_accuracy: float | None = None
+
+
+class Trial(ApiModel):
+    """One candidate model of a run (a row of the leaderboard)."""
+
+    trial_id: str
+    title: str
+    status: str
+    epochs: int = 0
+    best_val_accuracy: float | None = None
+    history: list[EpochPoint] = []
+    cost_s: float | None = None
+    stop_reason: str | None = None
+
+
+class Run(ApiModel):
+    id: str
+    model_id: str
+    status: str
+    config: RunConfig = RunConfig()
+    progress: RunProgress = RunProgress()
+    result: RunResult | None = None
+    error: RunError | None = None
+    cancel_requested: bool = False
+    num_images: int = 0
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.status in ("queued", "running")
+
+
+class RunDetail(Run):
+    trials: list[Trial] = []
+
+
+class ClassScore(ApiModel):
+    name: str = Field(alias="class")
+    precision: float
+    recall: float
+    f1: float
+    support: int
+
+
+class Misclassified(ApiModel):
+    image_id: int
+    true: str
+    predicted: str
+    confidence: float
+
+
+class CalibrationBin(ApiModel):
+    low: float
+    high: float
+    count: int
+    confidence: float
+    accuracy: float
+
+
+class Calibration(ApiModel):
+    expected_error: float
+    bins: list[CalibrationBin]
+
+
+class LabelMistake(ApiModel):
+    image_id: int
+    given: str
+    suggested: str
+    confidence: float
+
+
+class Evaluation(ApiModel):
+    """A version's evaluation on the test pictures (the API's `metrics`)."""
+
+    accuracy: float | None = None
+    val_accuracy: float | None = None
+    class_names: list[str] = []
+    per_class: list[ClassScore] = []
+    confusion_matrix: list[list[int]] = []
+    misclassified: list[Misclassified] = []
+    test_images: int = 0
+    calibration: Calibration | None = None
+    label_mistakes: list[LabelMistake] | None = None  # None: made before the platform looked for them
+
+    @field_validator("calibration", "label_mistakes", mode="wrap")
+    @classmethod
+    def _optional_figure(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        # Newer figures: one the UI cannot read is left out, rather than hiding the whole evaluation.
+        try:
+            return handler(value)
+        except ValidationError:
+            return None
+
+
+class Version(ApiModel):
+    model_id: str
+    version: int
+    active: bool = False
+    source: str = "training"
+    run_id: str | None = None
+    classes: list[str] = []
+    backbone: str | None = None
+    metrics: Evaluation = Evaluation()
+    created_at: datetime

@@ -13,7 +13,7 @@ from ui.api_types import Model, User
 
 STATUS_WORDS = {
     "needs_data": ("Needs pictures", "Add at least two classes with pictures."),
-    "ready_to_train": ("Ready to train", "The pictures are in; training comes in a coming version."),
+    "ready_to_train": ("Ready to train", "The pictures are in; start a training on the model's Train tab."),
     "ready": ("Ready", "A trained version answers requests."),
 }
 
@@ -85,6 +85,22 @@ def human_duration(seconds: int) -> str:
         minutes = seconds // 60
         return f"{minutes} minute" + ("s" if minutes != 1 else "")
     return f"{seconds} seconds"
+
+
+def rough_duration(seconds: float) -> str:
+    """A time left in round words: 40 -> 'less than a minute', 250 -> 'about 4 minutes'."""
+    minutes = round(seconds / 60)
+    if minutes < 1:
+        return "less than a minute"
+    if minutes < 90:
+        return f"about {minutes} minute" + ("s" if minutes != 1 else "")
+    hours, minutes = divmod(minutes, 60)
+    return f"about {hours} h {minutes:02d} min"
+
+
+def percent(share: float | None) -> str:
+    """0.9234 -> '92.3%'; None -> '–'."""
+    return "–" if share is None else f"{share:.1%}"
 
 
 def status_words(model: Model) -> tuple[str, str]:

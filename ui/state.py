@@ -24,6 +24,9 @@ REVIEW_ERROR = "classifly.review_error"  # a refusal met by a review key press, 
 GALLERY_PAGE = "classifly.gallery_page"  # per model and class
 UPLOAD_RESULT = "classifly.upload_result"  # the outcome of the last picture upload, per model
 THUMBNAILS = "classifly.thumbnails"  # thumbnail bytes by content hash, for this browser session
+TRAIN_ERROR = "classifly.train_error"  # a refusal met by the Cancel button (a callback), shown on the next run
+REVIEW_SOURCE = "classifly.review_source"  # per model: review the possible label mistakes or one class
+EXPORT_FILE = "classifly.export_file"  # per model: (version, format, bytes) of the export ready to download
 
 # streamlit-authenticator's
 AUTH_STATUS = "authentication_status"

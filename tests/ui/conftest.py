@@ -30,7 +30,9 @@ from ui.api_types import (
     Model,
     Problem,
     Progress,
+    RunDetail,
     User,
+    Version,
 )
 
 APP = str(Path(__file__).resolve().parents[2] / "ui" / "app.py")
@@ -198,6 +200,116 @@ def make_job(status: str = "succeeded", done: int = 12, total: int = 12, result:
         error=extra.pop("error", None),
         created_at=NOW,
     )
+
+
+def make_trial(trial_id: str, title: str, accuracies: list[float], status: str = "running", **extra) -> dict:
+    return {
+        "trial_id": trial_id,
+        "title": title,
+        "spec": {"kind": "frozen_head"},
+        "status": status,
+        "epochs": len(accuracies),
+        "best_val_accuracy": max(accuracies) if accuracies else None,
+        "history": [{"epoch": float(i + 1), "val_accuracy": a, "loss": 0.5} for i, a in enumerate(accuracies)],
+        "cost_s": extra.pop("cost_s", 12.5),
+        "stop_reason": extra.pop("stop_reason", None),
+    }
+
+
+TRIALS = [
+    make_trial(
+        "t2",
+        "Pretrained EfficientNet-Lite0 features + simple classifier",
+        [0.8, 0.9, 0.95],
+        "finished",
+        stop_reason="reached your target accuracy",
+    ),
+    make_trial(
+        "t1",
+        "Small CNN trained from scratch on your pictures",
+        [0.5, 0.6],
+        "stopped",
+        stop_reason="stopped early: others were clearly better",
+    ),
+]
+
+
+def make_run(status: str = "running", trials: list[dict] | None = None, **extra: Any) -> RunDetail:
+    """A training run as GET /v1/runs/{id} answers (list_runs' items are the same without trials)."""
+    progress = {
+        "stage": "searching",
+        "fraction": 0.5,
+        "message": "Trying candidate models (1 of 2 done)",
+        "best_accuracy": 0.95,
+        "seconds_left": 250.0,
+    }
+    values = {
+        "id": "run_1",
+        "model_id": "mdl_1",
+        "status": status,
+        "config": {"target_accuracy": 0.9, "time_budget_s": 600, "advanced": {}},
+        "progress": extra.pop("progress", progress),
+        "result": None,
+        "error": None,
+        "cancel_requested": False,
+        "num_images": 12,
+        "created_at": NOW,
+        "started_at": NOW,
+        "finished_at": None,
+        "url": "/v1/runs/run_1",
+        "trials": TRIALS if trials is None else trials,
+    }
+    return RunDetail.model_validate({**values, **extra})
+
+
+METRICS = {
+    "accuracy": 0.875,
+    "val_accuracy": 0.9,
+    "class_names": ["cat", "dog"],
+    "per_class": [
+        {"class": "cat", "precision": 0.8, "recall": 1.0, "f1": 0.8889, "support": 4},
+        {"class": "dog", "precision": 1.0, "recall": 0.75, "f1": 0.8571, "support": 4},
+    ],
+    "confusion_matrix": [[4, 0], [1, 3]],
+    "misclassified": [{"image_id": 104, "true": "dog", "predicted": "cat", "confidence": 0.71}],
+    "test_images": 8,
+    "calibration": {
+        "expected_error": 0.031,
+        "bins": [
+            {"low": 0.5, "high": 0.6, "count": 0, "confidence": 0.0, "accuracy": 0.0},
+            {"low": 0.7, "high": 0.8, "count": 2, "confidence": 0.74, "accuracy": 0.5},
+            {"low": 0.9, "high": 1.0, "count": 6, "confidence": 0.97, "accuracy": 1.0},
+        ],
+    },
+    "label_mistakes": [
+        {"image_id": 3, "given": "cat", "suggested": "dog", "confidence": 0.96},
+        {"image_id": 5, "given": "cat", "suggested": "dog", "confidence": 0.93},
+    ],
+}
+
+
+def make_version(version: int = 1, active: bool = True, metrics: dict | None = None, **extra: Any) -> Version:
+    values = {
+        "model_id": "mdl_1",
+        "version": version,
+        "active": active,
+        "source": "training",
+        "run_id": "run_1",
+        "classes": ["cat", "dog"],
+        "backbone": "efficientnet_lite0",
+        "preprocessing": {"image_size": 224, "color": "rgb", "resize": "letterbox"},
+        "metrics": METRICS if metrics is None else metrics,
+        "created_at": NOW,
+    }
+    return Version.model_validate({**values, **extra})
+
+
+def list_pet_images(token: str, model_id: str, *, label=None, status="accepted", limit=50, offset=0) -> ImagesPage:
+    """6 cats (ids 1-6) and 6 dogs (ids 100-105), a page at a time; one refused file."""
+    if status == "rejected":
+        return make_rejects("This is not a picture.")
+    everything = make_images(label or "cat", 6, first_id=100 if label == "dog" else 1)
+    return ImagesPage(data=everything.data[offset : offset + limit], count=everything.count)
 
 
 PNG = make_image(size=(8, 8))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 
 import httpx
@@ -9,6 +10,7 @@ import pytest
 
 from ui import api_client
 from ui.api_client import ApiError
+from ui.api_types import TrainOptions
 
 BASE = "http://api.test:8000"
 
@@ -118,3 +120,34 @@ def test_service_calls_send_the_service_token(serve_with, monkeypatch: pytest.Mo
 
     assert [a.username for a in accounts] == ["alice"]
     assert seen[0].headers["Authorization"] == "Bearer cfx_service"
+
+
+def test_training_sends_only_the_chosen_options(serve_with) -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        body = {"id": "run_1", "model_id": "mdl_1", "status": "queued", "created_at": "2026-05-01T12:00:00Z"}
+        return httpx.Response(202, json={**body, "progress": {"stage": "queued", "fraction": 0.0, "message": ""}})
+
+    serve_with(handler)
+    run = api_client.start_training("cfs_abc", "mdl_1", TrainOptions(max_epochs=5, augmentation=False))
+
+    assert run.active and run.progress.stage == "queued"
+    assert seen[0].url.path == "/v1/models/mdl_1/train"
+    assert json.loads(seen[0].content) == {"max_epochs": 5, "augmentation": False}
+
+
+def test_an_export_is_bytes_and_a_refused_one_says_why(serve_with) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.params["format"] == "keras":
+            return httpx.Response(200, content=b"PK keras")
+        problem = {"title": "Not found", "detail": "Version 1 has no stored network to export.", "status": 404}
+        return httpx.Response(404, json=problem, headers={"content-type": "application/problem+json"})
+
+    serve_with(handler)
+
+    assert api_client.export_version("cfs_abc", "mdl_1", 1, "keras") == b"PK keras"
+    with pytest.raises(ApiError) as caught:
+        api_client.export_version("cfs_abc", "mdl_1", 1, "tflite")
+    assert caught.value.problem.detail == "Version 1 has no stored network to export."

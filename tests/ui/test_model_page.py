@@ -1,5 +1,5 @@
 """A model's page: the Data tab (overview, import with progress and report, gallery, review, classes, rejects),
-the honest "coming" tabs, the API examples and the settings."""
+the honest "coming" tabs, the API examples and the settings. Train, Evaluate and Versions have their own files."""
 
 from __future__ import annotations
 
@@ -11,17 +11,17 @@ from tests.ui.conftest import (
     TOKEN,
     FakeApi,
     assert_no_exception,
+    list_pet_images,
     make_classes,
-    make_images,
     make_job,
     make_model,
-    make_rejects,
     make_stats,
+    make_version,
     signed_in_app,
     texts,
 )
 from ui import state
-from ui.api_types import ImagesPage, UploadResult
+from ui.api_types import UploadResult
 
 PAGE = "views/model.py"
 REPORT = {
@@ -42,17 +42,9 @@ def pets(api: FakeApi) -> FakeApi:
     api.returns("dataset_stats", make_stats({"cat": 6, "dog": 6}, ["Few pictures: add at least 10 per class."], 1))
     api.returns("list_imports", [make_job(result=REPORT)])
     api.returns("list_classes", make_classes(cat=6, dog=6))
-    api.answers_with("list_images", list_images)
+    api.answers_with("list_images", list_pet_images)
     api.returns("thumbnail", PNG)
     return api
-
-
-def list_images(token: str, model_id: str, *, label=None, status="accepted", limit=50, offset=0) -> ImagesPage:
-    """6 cats (ids 1-6) and 6 dogs (ids 100-105), a page at a time; one refused file."""
-    if status == "rejected":
-        return make_rejects("This is not a picture.")
-    everything = make_images(label or "cat", 6, first_id=100 if label == "dog" else 1)
-    return ImagesPage(data=everything.data[offset : offset + limit], count=everything.count)
 
 
 def progress_texts(app: AppTest) -> list[str]:
@@ -180,6 +172,44 @@ def test_review_keep_discard_move_and_back(pets: FakeApi) -> None:
     assert_no_exception(app)
 
 
+def test_review_starts_with_the_possible_label_mistakes_of_the_answering_version(pets: FakeApi) -> None:
+    pets.returns("get_model", make_model(status="ready", active_version=2))
+    pets.returns("get_version", make_version(2))
+    pets.returns("move_image", None)
+    pets.returns("delete_images", None)
+    app = model_app()
+    app.toggle(key=state.keyed("review.on", "mdl_1")).set_value(True).run()
+    position = state.keyed(state.REVIEW_POSITION, "mdl_1", "mistakes", 2)
+
+    assert pets.called("get_version") == [((TOKEN, "mdl_1", 2), {})]
+    assert app.radio(key=state.keyed(state.REVIEW_SOURCE, "mdl_1")).value == "mistakes"
+    assert progress_texts(app) == ["Possible mistake 1 of 2"]
+    assert "Filed under **cat**; the model is 96% sure it is **dog**." in texts(app)
+    assert app.button(key="review.move").label == "Move to 'dog'"  # the suggested class, preselected
+    app.button(key="review.move").click().run()
+    assert pets.called("move_image") == [((TOKEN, "mdl_1", 3, "dog"), {})]
+    assert app.session_state[position] == 1  # the list stays as it was: on to the next entry
+    app.button(key="review.discard").click().run()
+    assert pets.called("delete_images") == [((TOKEN, "mdl_1", [5]), {})]
+    assert "You have looked at all 2 possible label mistakes." in [s.value for s in app.success]
+
+    app.radio(key=state.keyed(state.REVIEW_SOURCE, "mdl_1")).set_value("class").run()
+    assert progress_texts(app) == ["Picture 1 of 6 in 'cat'"]
+    assert_no_exception(app)
+
+
+def test_a_label_mistake_deleted_since_can_only_be_skipped(pets: FakeApi) -> None:
+    pets.returns("get_model", make_model(status="ready", active_version=2))
+    pets.returns("get_version", make_version(2))
+    pets.fails("thumbnail", "Not found", "There is no picture 3.", status=404)
+    app = model_app()
+    app.toggle(key=state.keyed("review.on", "mdl_1")).set_value(True).run()
+
+    assert "This picture has been deleted since." in [i.value for i in app.info]
+    assert app.button(key="review.keep").label == "Next"
+    assert app.button(key="review.discard").disabled and app.button(key="review.move").disabled
+
+
 def test_review_says_when_a_class_is_done(pets: FakeApi) -> None:
     app = signed_in_app(PAGE, query={"model": "mdl_1"})
     app.session_state[state.keyed("review.on", "mdl_1")] = True
@@ -227,11 +257,8 @@ def test_add_an_empty_class_rename_and_delete_a_class(pets: FakeApi) -> None:
 @pytest.mark.parametrize(
     ("tab", "words"),
     [
-        pytest.param("Train", "Training arrives in a coming version", id="train"),
-        pytest.param("Evaluate", "Evaluation arrives in a coming version", id="evaluate"),
         pytest.param("Classify", "Classification arrives in a coming version", id="classify"),
         pytest.param("History", "History arrives in a coming version", id="history"),
-        pytest.param("Versions", "Model versions arrive in a coming version", id="versions"),
     ],
 )
 def test_capabilities_not_built_yet_say_so(pets: FakeApi, tab: str, words: str) -> None:

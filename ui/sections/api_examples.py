@@ -24,6 +24,12 @@ curl -s -X POST $API/v1/models/$MODEL/images -H "Authorization: Bearer $TOKEN" \
 
 # List the pictures of a class
 curl -s "$API/v1/models/$MODEL/images?label={label}&limit=20" -H "Authorization: Bearer $TOKEN"
+
+# Train: a background run that keeps the best candidate within the goal and time (follow the "url" it returns)
+curl -s -X POST $API/v1/models/$MODEL/train -H "Authorization: Bearer $TOKEN"
+
+# The versions training made, each with its results on the test pictures
+curl -s $API/v1/models/$MODEL/versions -H "Authorization: Bearer $TOKEN"
 """
 
 PYTHON = """import time
@@ -60,4 +66,4 @@ def render_api_examples(model: Model, first_class: str | None) -> None:
     curl_tab.code(CURL.format(api=base, model=model.id, label=label), language="bash")
     python_tab.code(PYTHON.format(api=base, model=model.id), language="python")
     st.markdown(f"All routes, with their fields: [interactive API docs]({base}/docs).")
-    st.caption("Classifying pictures through the API arrives with training and classification in a coming version.")
+    st.caption("Classifying pictures through the API arrives in a coming version.")

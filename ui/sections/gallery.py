@@ -32,6 +32,46 @@ def thumbnails(token: str, model_id: str, images: list[Image]) -> dict[int, byte
     return {image.id: cache[image.sha256] for image in images}
 
 
+def thumbnails_by_id(token: str, model_id: str, image_ids: list[int]) -> dict[int, bytes | None]:
+    """Thumbnails of pictures known only by id (from an evaluation), kept for this browser session under
+    "model/id" (a picture's bytes never change under its id); None for a picture deleted since."""
+    cache: dict[str, bytes | None] = st.session_state.setdefault(state.THUMBNAILS, {})
+
+    def fetch(image_id: int) -> bytes | None:
+        try:
+            return api.thumbnail(token, model_id, image_id)
+        except ApiError as err:
+            if err.problem.status == 404:
+                return None
+            raise
+
+    missing = [image_id for image_id in image_ids if f"{model_id}/{image_id}" not in cache]
+    if missing:
+        if len(cache) > THUMBNAIL_CACHE_LIMIT:
+            cache.clear()
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            for image_id, data in zip(missing, pool.map(fetch, missing), strict=True):
+                cache[f"{model_id}/{image_id}"] = data
+    return {image_id: cache[f"{model_id}/{image_id}"] for image_id in image_ids}
+
+
+def render_picture_grid(token: str, model_id: str, captions: dict[int, str], limit: int = PAGE_SIZE) -> None:
+    """Thumbnails with a caption each (the first `limit`), for pictures known by id."""
+    shown = list(captions)[:limit]
+    try:
+        pictures = thumbnails_by_id(token, model_id, shown)
+    except ApiError as err:
+        show_problem(err)
+    for row_start in range(0, len(shown), COLUMNS):
+        for column, image_id in zip(st.columns(COLUMNS), shown[row_start : row_start + COLUMNS], strict=False):
+            if pictures[image_id] is None:
+                column.caption(f"{captions[image_id]} (deleted since)")
+                continue
+            column.image(pictures[image_id], caption=captions[image_id], width="stretch")
+    if len(captions) > len(shown):
+        st.caption(f"Showing {len(shown)} of {len(captions):,}.")
+
+
 def choose_class(classes: list[ClassInfo], key: str, label: str = "Class") -> str | None:
     if not classes:
         return None

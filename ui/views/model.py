@@ -1,5 +1,5 @@
-"""One model, in tabs: its data (import, chart, gallery, review), what is coming (train, evaluate, classify,
-history, versions), copy-paste API examples, and its settings."""
+"""One model, in tabs: its data (import, chart, gallery, review), training, evaluation, what is coming (classify,
+history), its versions, copy-paste API examples, and its settings."""
 
 from __future__ import annotations
 
@@ -12,7 +12,10 @@ from ui.components import api_token, coming, human_duration, show_notice, show_p
 from ui.sections import classes as class_section
 from ui.sections import dataset, gallery, review
 from ui.sections.api_examples import render_api_examples
+from ui.sections.evaluation import render_evaluation
 from ui.sections.model_settings import render_settings
+from ui.sections.training import render_training
+from ui.sections.versions import render_versions
 
 TABS = ["Data", "Train", "Evaluate", "Classify", "History", "Versions", "API", "Settings"]
 
@@ -34,8 +37,9 @@ except ApiError as err:
 st.page_link("views/models.py", label="Your models", icon=":material/arrow_back:")
 st.title(model.name, anchor=False)
 words, meaning = status_words(model)
+answering = f" · version {model.active_version} answers" if model.active_version is not None else ""
 st.caption(
-    f"**{words}**. {meaning} {model.num_classes} classes · {model.num_images:,} pictures · "
+    f"**{words}**. {meaning} {model.num_classes} classes · {model.num_images:,} pictures{answering} · "
     f"goal: {target_words(model.target_accuracy)} · training at most {human_duration(model.time_budget_s)}."
 )
 show_notice()
@@ -65,23 +69,11 @@ if data.open:
 
 if train.open:
     with train:
-        coming(
-            "Training",
-            "one button will search for the best classifier for your pictures within the time budget, with live "
-            "progress (a leaderboard of candidates, accuracy curves, time left) and a cancel button.",
-        )
-        if model.status == "ready_to_train":
-            st.success(f"Your data is ready for it: {model.num_classes} classes, {model.num_images:,} pictures.")
-        else:
-            st.write("Meanwhile, add at least two classes with pictures on the **Data** tab.")
+        render_training(token, model)
 
 if evaluate.open:
     with evaluate:
-        coming(
-            "Evaluation",
-            "after training you will see how often the model is right, per class, and a confusion matrix whose "
-            "cells open the pictures it got wrong.",
-        )
+        render_evaluation(token, model)
 
 if classify.open:
     with classify:
@@ -101,12 +93,7 @@ if history.open:
 
 if versions.open:
     with versions:
-        coming(
-            "Model versions",
-            "each training makes a version with its class set and metrics; you will be able to roll back and "
-            "download an export.",
-            plural=True,
-        )
+        render_versions(token, model)
 
 if api_tab.open:
     with api_tab:
