@@ -12,11 +12,16 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pipelines.candidates import CandidateSpec
 from pipelines.errors import InvalidInput
+
+if TYPE_CHECKING:
+    # Only for annotations: candidates imports the backbones (Keras), and a replica that serves heads stays
+    # numpy-only (~125 MB instead of 400-700 MB with TensorFlow).
+    from pipelines.candidates import CandidateSpec
 
 OnEpoch = Callable[[int, dict[str, float]], bool]
 

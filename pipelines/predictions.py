@@ -1,0 +1,48 @@
+"""What a classification answers for one picture: the top classes with their probabilities, and whether the
+model is unsure (its best probability is below a threshold). Pure numpy; no TensorFlow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipelines.errors import InvalidInput
+
+DEFAULT_UNCERTAIN_BELOW = 0.5
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The best class, its probability, the `top` (label, probability) pairs best first, and the unsure flag."""
+
+    label: str
+    confidence: float
+    top: tuple[tuple[str, float], ...]
+    uncertain: bool
+
+
+def answer(probabilities: np.ndarray, class_names: Sequence[str], *, top_k: int, uncertain_below: float) -> Answer:
+    """The answer for one picture's class probabilities (ties go to the class listed first)."""
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    if probabilities.ndim != 1 or len(probabilities) != len(class_names) or len(class_names) == 0:
+        raise InvalidInput(
+            f"Expected one probability per class ({len(class_names)}), got an array of shape {probabilities.shape}."
+        )
+    if top_k < 1:
+        raise InvalidInput(f"top_k must be at least 1, not {top_k}.", field="top_k")
+    if not 0.0 <= uncertain_below <= 1.0:
+        raise InvalidInput(f"uncertain_below is a probability from 0 to 1, not {uncertain_below}.")
+    order = np.argsort(-probabilities, kind="stable")[:top_k]
+    top = tuple((str(class_names[i]), round(float(probabilities[i]), 6)) for i in order)
+    label, confidence = top[0]
+    return Answer(label, confidence, top, confidence < uncertain_below)
+
+
+def answers(
+    probabilities: np.ndarray, class_names: Sequence[str], *, top_k: int, uncertain_below: float
+) -> list[Answer]:
+    """One answer per row of (pictures, classes) probabilities."""
+    return [answer(row, class_names, top_k=top_k, uncertain_below=uncertain_below) for row in probabilities]
