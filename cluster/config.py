@@ -54,6 +54,18 @@ class Settings(BaseSettings):
 
     ingress_replicas: int = 1
     ingress_cpus: float = 0.25
+    # Serving next to training on 2 cores: the serving replicas together hold at most 0.75 CPU, so a training
+    # trial (which asks for the CPUs left, at least one) and 1-CPU tasks still fit. Scheduling tokens only: a
+    # replica's TensorFlow uses `serve_threads` threads whenever the machine has them free.
+    extractor_cpus: float = Field(0.2, gt=0, description="CPU reserved by the shared backbone replica")
+    full_model_cpus: float = Field(0.2, gt=0, description="CPU reserved by the whole-model replica")
+    heads_cpus: float = Field(0.1, gt=0, description="CPU reserved by the numpy heads replica")
+    serve_threads: int = Field(2, ge=1, description="TensorFlow threads of each serving replica")
+    serve_batch_size: int = Field(32, ge=1, le=256, description="Most pictures in one batched forward pass")
+    serve_batch_wait_s: float = Field(0.005, ge=0, le=1, description="Longest wait for a batch to fill")
+    serve_max_ongoing_requests: int = Field(256, ge=1, description="Requests one serving replica takes at once")
+    head_cache_size: int = Field(256, ge=1, description="Model versions' heads kept in memory")
+    uncertain_below: float = Field(0.5, ge=0, le=1, description="Answers below this probability are 'uncertain'")
 
     @field_validator("data_dir")
     @classmethod
