@@ -7,8 +7,9 @@ from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoin
 from starlette.responses import Response
 
 from cluster.services import Services
+from serve.classifier import Classifier
 from serve.problems import install_problem_handlers, problem_response
-from serve.routes import auth, datasets, health, images, models, service, tokens, training
+from serve.routes import auth, classify, datasets, health, images, models, service, tasks, tokens, training
 
 API_DESCRIPTION = """
 Turn folders of labelled pictures into image classifiers.
@@ -17,6 +18,8 @@ Turn folders of labelled pictures into image classifiers.
    API token with `POST /v1/tokens`. Send it as `Authorization: Bearer <token>`.
 2. `POST /v1/models` → a model; `POST /v1/models/{id}/imports` with a zip of class folders.
 3. Follow the job at `GET /v1/jobs/{job_id}`; read the report and `GET /v1/models/{id}/dataset`.
+4. `POST /v1/models/{id}/train`, then `POST /v1/models/{id}/classify` with picture files; every answer is a
+   task (`GET /v1/tasks`) you can confirm or correct (`POST /v1/tasks/{task_id}/feedback`).
 
 Errors are `application/problem+json` with a `code` and a `detail` that says what to do.
 """
@@ -42,8 +45,8 @@ class BodySizeLimit(BaseHTTPMiddleware):
         return await call_next(request)
 
 
-def create_api(services: Services) -> FastAPI:
-    """The whole /v1 API over the given services."""
+def create_api(services: Services, classifier: Classifier | None = None) -> FastAPI:
+    """The whole /v1 API over the given services; without a classifier, classify routes answer 503."""
     app = FastAPI(
         title="Classifly API",
         version="1.0",
@@ -52,9 +55,10 @@ def create_api(services: Services) -> FastAPI:
         openapi_url="/openapi.json",
     )
     app.state.services = services
+    app.state.classifier = classifier
     install_problem_handlers(app)
     app.add_middleware(BodySizeLimit, limit=services.settings.max_upload_bytes)
-    for module in (health, auth, tokens, models, images, datasets, training, service):
+    for module in (health, auth, tokens, models, images, datasets, training, classify, tasks, service):
         app.include_router(module.router, prefix="/v1")
     app.include_router(datasets.jobs_router, prefix="/v1")
     return app

@@ -12,7 +12,8 @@ from cluster.catalog import users as catalog_users
 from cluster.catalog.users import TokenRecord, UserRecord
 from cluster.security import hash_token
 from cluster.services import Services
-from pipelines.errors import Forbidden, Unauthorized
+from pipelines.errors import Forbidden, Unauthorized, Unavailable
+from serve.classifier import Classifier
 
 bearer = HTTPBearer(auto_error=False, description="A session token from /v1/auth/login or an API token.")
 
@@ -22,6 +23,16 @@ def get_services(request: Request) -> Services:
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def get_classifier(request: Request) -> Classifier:
+    classifier = getattr(request.app.state, "classifier", None)
+    if classifier is None:
+        raise Unavailable("Classification runs on the platform's serving deployments. Start it with 'classifly up'.")
+    return classifier
+
+
+ClassifierDep = Annotated[Classifier, Depends(get_classifier)]
 
 
 @dataclass(frozen=True)

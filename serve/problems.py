@@ -16,11 +16,22 @@ logger = logging.getLogger("classifly.api")
 PROBLEM_TYPE = "https://classifly.dev/problems/"
 
 
-def problem_response(status: int, code: str, title: str, detail: str, instance: str, **extra: object) -> JSONResponse:
-    """An RFC 9457 problem document."""
+def problem_body(status: int, code: str, title: str, detail: str, instance: str, **extra: object) -> dict[str, object]:
+    """An RFC 9457 problem document as a dict."""
     body = {"type": PROBLEM_TYPE + code, "title": title, "status": status, "detail": detail, "code": code}
     body["instance"] = instance
     body.update({key: value for key, value in extra.items() if value is not None})
+    return body
+
+
+def error_problem(error: ClassiflyError, instance: str) -> dict[str, object]:
+    """The problem document of one of our errors: also what a per-item failure inside a 200 answer carries."""
+    return problem_body(error.status, error.code, error.title, error.detail, instance, field=error.field, **error.extra)
+
+
+def problem_response(status: int, code: str, title: str, detail: str, instance: str, **extra: object) -> JSONResponse:
+    """An RFC 9457 problem document."""
+    body = problem_body(status, code, title, detail, instance, **extra)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return JSONResponse(body, status_code=status, media_type="application/problem+json", headers=headers)
 

@@ -325,3 +325,63 @@ class VersionPublic(Public):
 class VersionsPublic(Public):
     data: list[VersionPublic]
     count: int
+
+
+class ClassScore(Public):
+    label: str
+    probability: float
+
+
+class FileClassification(Public):
+    """One uploaded file: its answer and task, or (`error`) why it could not be classified."""
+
+    name: str
+    task_id: str | None = None
+    version: int | None = None
+    label: str | None = Field(None, description="The most probable class")
+    confidence: float | None = Field(None, description="Its probability")
+    uncertain: bool | None = Field(None, description="True when the confidence is below `uncertain_below`")
+    top: list[ClassScore] = Field(default_factory=list, description="The top classes, most probable first")
+    error: dict[str, Any] | None = Field(None, description="A problem document when this file was not classified")
+
+
+class ClassifyOut(Public):
+    model_id: str
+    version: int
+    classified: int
+    failed: int
+    uncertain_below: float
+    latency_ms: float
+    results: list[FileClassification] = Field(description="One entry per uploaded file, in upload order")
+
+
+class FeedbackIn(BaseModel):
+    """`{"correct": true}` confirms the answer; `{"label": "cat"}` corrects it; `{"correct": false}` only rejects it."""
+
+    correct: bool | None = None
+    label: str | None = Field(None, min_length=1, max_length=100, examples=["cat"])
+
+
+class FeedbackPublic(Public):
+    correct: bool
+    label: str | None
+    created_at: datetime
+
+
+class TaskPublic(Public):
+    id: str
+    model_id: str
+    version: int
+    label: str
+    confidence: float
+    uncertain: bool
+    top: list[ClassScore]
+    latency_ms: float
+    created_at: datetime
+    feedback: FeedbackPublic | None
+    url: str
+
+
+class TasksPublic(Public):
+    data: list[TaskPublic]
+    count: int

@@ -30,6 +30,7 @@ from cluster.catalog.models import ModelSpec
 from cluster.config import Settings
 from cluster.services import Services, local_services
 from serve.api import create_api
+from serve.classifier import Classifier
 
 PASSWORD = "password123"
 FINAL_JOB_STATES = ("succeeded", "failed", "interrupted", "cancelled")
@@ -90,8 +91,8 @@ def _problem_responses_are_clean(response: httpx.Response) -> None:
 
 
 @contextmanager
-def api_client(services: Services) -> Iterator[TestClient]:
-    with TestClient(create_api(services)) as test_client:
+def api_client(services: Services, classifier: Classifier | None = None) -> Iterator[TestClient]:
+    with TestClient(create_api(services, classifier)) as test_client:
         test_client.event_hooks["response"].append(_problem_responses_are_clean)
         yield test_client
 
