@@ -31,7 +31,7 @@ def test_readme_walkthrough_runs_as_written(platform, tmp_path: Path) -> None:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,  # the import, then a training run of at most 2 minutes
         env={**os.environ},
     )
 
@@ -39,3 +39,4 @@ def test_readme_walkthrough_runs_as_written(platform, tmp_path: Path) -> None:
     assert "Added 600 pictures in 5 classes." in result.stdout
     assert '"status":4' not in result.stdout and '"status":5' not in result.stdout, result.stdout[-3000:]
     assert '"applied":true' in result.stdout
+    assert "Version 1 is ready" in result.stdout, result.stdout[-3000:]
