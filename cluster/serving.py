@@ -48,11 +48,20 @@ class ServingPlan:
 
 @dataclass(frozen=True)
 class FeatureRequest:
-    """One picture (uint8, as load_for_model made it) for the shared extractor."""
+    """One picture (uint8, as load_for_model made it) for the shared extractor; `mirror` asks for the mirror
+    image's features too."""
 
     key: ExtractorKey
     image: np.ndarray
     mirror: bool
+
+
+@dataclass(frozen=True, eq=False)
+class FeatureViews:
+    """A picture's features, and its mirror image's when they were asked for."""
+
+    features: np.ndarray
+    mirrored: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -115,21 +124,25 @@ def load_full_model(blobs: BlobStore, artifact_uri: str, backbone_cache_dir: str
     return FeatureExtractor(load_trained(blobs, artifact_uri, backbone_cache_dir).keras_model)
 
 
-def features_for_requests(requests: Sequence[FeatureRequest], extractor_for: Callable[[ExtractorKey], Any]):
-    """The decision features of every request, in order: one pass per feature model for all of its pictures
-    (plus one for those to mirror), however many models and requests they came from.
+def features_for_requests(
+    requests: Sequence[FeatureRequest], extractor_for: Callable[[ExtractorKey], Any]
+) -> list[FeatureViews]:
+    """The features of every request, in order: one pass per feature model for all of its pictures (plus one
+    for those whose mirror image is asked for), however many models and requests they came from.
     """
-    from pipelines.features import decision_features
+    from pipelines.features import extract_views
 
-    results: list[np.ndarray | None] = [None] * len(requests)
+    results: list[FeatureViews | None] = [None] * len(requests)
     groups: dict[ExtractorKey, list[int]] = {}
     for index, request in enumerate(requests):
         groups.setdefault(request.key, []).append(index)
     for key, indexes in groups.items():
         images = np.stack([requests[i].image for i in indexes])
-        mirror = np.array([requests[i].mirror for i in indexes])
-        for i, row in zip(indexes, decision_features(extractor_for(key), images, mirror), strict=True):
-            results[i] = row
+        flags = [requests[i].mirror for i in indexes]
+        features, mirrored = extract_views(extractor_for(key), images, np.array(flags))
+        mirrored_rows = iter(mirrored)
+        for i, row, flag in zip(indexes, features, flags, strict=True):
+            results[i] = FeatureViews(row, next(mirrored_rows) if flag else None)
     return results
 
 

@@ -181,19 +181,18 @@ class FeatureSet:
         return (self.features + self.mirrored) * np.float32(0.5)
 
 
-def decision_features(extractor: FeatureExtractor, images: np.ndarray, mirror: np.ndarray) -> np.ndarray:
-    """The features a head decides on, per picture, as it was evaluated: the picture's own, or (where `mirror`
-    is set: the head learned from mirrored pictures) their mean with the mirror image's. One pass for all
-    pictures, one more for those to mirror; pictures of several models on one backbone share both.
+def extract_views(extractor: FeatureExtractor, images: np.ndarray, mirror: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(features of every picture, features of the mirror images of the pictures where `mirror` is set, in order):
+    one pass for all, one more for those to mirror. Heads that learned from mirrored pictures decide on the mean
+    of both views (`Head.predict_proba_views`); several heads on one backbone share both passes.
     """
     mirror = np.asarray(mirror, dtype=bool)
     if mirror.shape != (len(images),):
         raise InvalidInput(f"Give one mirror flag per picture ({len(images)}), not {mirror.shape}.")
     features = extractor.extract(images)
     rows = np.flatnonzero(mirror)
-    if len(rows):
-        features[rows] = (features[rows] + extractor.extract(images[rows], mirrored=True)) * np.float32(0.5)
-    return features
+    mirrored = extractor.extract(images[rows], mirrored=True) if len(rows) else features[:0]
+    return features, mirrored
 
 
 def head_from_features(

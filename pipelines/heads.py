@@ -75,6 +75,17 @@ class Head:
         """Class probabilities, shape (images, classes), float32, rows summing to 1."""
         return softmax(self.logits(features))
 
+    def predict_proba_views(self, features: np.ndarray, mirrored: np.ndarray | None = None) -> np.ndarray:
+        """Class probabilities from the pictures' features, first averaged with their mirror images' when given
+        (how a head that learned from mirrored pictures was evaluated; see `FeatureSet.test_rows`).
+        """
+        if mirrored is not None:
+            features, mirrored = self._check(features), self._check(mirrored)
+            if mirrored.shape != features.shape:
+                raise InvalidInput(f"Mirrored features {mirrored.shape} must match the features {features.shape}.")
+            features = (features + mirrored) * np.float32(0.5)
+        return self.predict_proba(features)
+
     def predict(self, features: np.ndarray) -> np.ndarray:
         """The most probable class index per row."""
         return np.argmax(self.logits(features), axis=1)

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from cluster.blobs import BlobStore
 from cluster.catalog.runs import VersionRecord
-from cluster.serving import FeatureRequest, HeadRef, Lru, ServingPlan, serving_plan
+from cluster.serving import ExtractorKey, FeatureRequest, FeatureViews, HeadRef, Lru, ServingPlan, serving_plan
 from pipelines.errors import ClassiflyError, NotReady, Unavailable
 
 PLAN_CACHE_SIZE = 1024  # manifests are a few hundred bytes and never change for a version
@@ -31,6 +31,11 @@ class Classifier(Protocol):
         """Class probabilities of pictures already made model input by `load_for_model` with the version's policy."""
         ...
 
+    async def classify_together(self, targets: list[tuple[VersionRecord, np.ndarray]]) -> list[Scores | ClassiflyError]:
+        """One picture for each of several versions (each made input by that version's policy): the versions on
+        one feature model and policy share its forward pass. A version that cannot answer gets its error."""
+        ...
+
 
 class ServeClassifier:
     """Classifies through the serving deployments; one call per picture to the batching ones, so pictures of
@@ -45,17 +50,40 @@ class ServeClassifier:
     async def classify(self, version: VersionRecord, images: list[np.ndarray]) -> Scores:
         plan = await self.plan(version)
         try:
-            if plan.extractor is not None and plan.head_file is not None:
-                requests = [FeatureRequest(plan.extractor, image, plan.mirror) for image in images]
-                features = await asyncio.gather(*(self.extractor.extract.remote(r) for r in requests))
-                ref = HeadRef(version.model_id, version.version, plan.artifact_uri, plan.head_file)
-                probabilities = await self.heads.predict.remote(ref, np.stack(features))
-            else:
-                handle = self.full_models.options(multiplexed_model_id=plan.artifact_uri)
-                probabilities = np.stack(await asyncio.gather(*(handle.predict.remote(image) for image in images)))
+            if plan.extractor is None:
+                return Scores(plan.class_names, await self._whole_model(plan, images))
+            views = await asyncio.gather(*(self._features(plan.extractor, image, plan.mirror) for image in images))
+            return Scores(plan.class_names, await self._head(version, plan, views))
         except Exception as error:  # noqa: BLE001 - Ray wraps a replica's exception; ours are unwrapped
             raise _ours(error) from None
-        return Scores(plan.class_names, np.asarray(probabilities))
+
+    async def classify_together(self, targets: list[tuple[VersionRecord, np.ndarray]]) -> list[Scores | ClassiflyError]:
+        plans = await asyncio.gather(*(self.plan(version) for version, _ in targets), return_exceptions=True)
+        mirror: dict[tuple, bool] = {}
+        for plan in plans:
+            if isinstance(plan, ServingPlan) and plan.extractor is not None:
+                mirror[_shared(plan)] = mirror.get(_shared(plan), False) or plan.mirror
+        passes: dict[tuple, asyncio.Future] = {}
+        for (_, image), plan in zip(targets, plans, strict=True):
+            if isinstance(plan, ServingPlan) and plan.extractor is not None and _shared(plan) not in passes:
+                group = _shared(plan)
+                passes[group] = asyncio.ensure_future(self._features(plan.extractor, image, mirror[group]))
+
+        async def one(version: VersionRecord, image: np.ndarray, plan: ServingPlan | BaseException):
+            try:
+                if isinstance(plan, BaseException):
+                    raise plan
+                if plan.extractor is None:
+                    return Scores(plan.class_names, await self._whole_model(plan, [image]))
+                views = await passes[_shared(plan)]
+                return Scores(plan.class_names, await self._head(version, plan, [views]))
+            except Exception as error:  # noqa: BLE001 - one version's failure is its own answer
+                converted = _ours(error)
+                if isinstance(converted, ClassiflyError):
+                    return converted
+                raise converted from None
+
+        return await asyncio.gather(*(one(v, image, plan) for (v, image), plan in zip(targets, plans, strict=True)))
 
     async def plan(self, version: VersionRecord) -> ServingPlan:
         if not version.artifact_uri:
@@ -65,6 +93,24 @@ class ServeClassifier:
             plan = await run_in_threadpool(serving_plan, self.blobs, version.artifact_uri)
             self.plans.put(version.artifact_uri, plan)
         return plan
+
+    async def _features(self, key: ExtractorKey, image: np.ndarray, mirror: bool) -> FeatureViews:
+        return await self.extractor.extract.remote(FeatureRequest(key, image, mirror))
+
+    async def _head(self, version: VersionRecord, plan: ServingPlan, views: list[FeatureViews]) -> np.ndarray:
+        ref = HeadRef(version.model_id, version.version, plan.artifact_uri, plan.head_file or "")
+        features = np.stack([view.features for view in views])
+        mirrored = np.stack([view.mirrored for view in views]) if plan.mirror else None
+        return np.asarray(await self.heads.predict.remote(ref, features, mirrored))
+
+    async def _whole_model(self, plan: ServingPlan, images: list[np.ndarray]) -> np.ndarray:
+        handle = self.full_models.options(multiplexed_model_id=plan.artifact_uri)
+        return np.stack(await asyncio.gather(*(handle.predict.remote(image) for image in images)))
+
+
+def _shared(plan: ServingPlan) -> tuple:
+    """Versions with the same feature model and preprocessing see the same features for the same upload."""
+    return (plan.extractor, plan.policy)
 
 
 def _ours(error: Exception) -> Exception:

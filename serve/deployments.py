@@ -22,6 +22,7 @@ from cluster.blobs import open_blob_store
 from cluster.serving import (
     ExtractorKey,
     FeatureRequest,
+    FeatureViews,
     HeadRef,
     Lru,
     features_for_requests,
@@ -46,7 +47,7 @@ class Extractor:
         self.extract.set_batch_wait_timeout_s(batch_wait_s)
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
-    async def extract(self, requests: list[FeatureRequest]) -> list[np.ndarray]:
+    async def extract(self, requests: list[FeatureRequest]) -> list[FeatureViews]:
         # Off the event loop, so requests keep arriving (and the next batch fills) during the pass.
         return await asyncio.to_thread(features_for_requests, requests, self._extractor)
 
@@ -69,13 +70,13 @@ class Heads:
         self.blobs = open_blob_store(blob_root)
         self.heads = Lru(cache_size)
 
-    async def predict(self, ref: HeadRef, features: np.ndarray) -> np.ndarray:
+    async def predict(self, ref: HeadRef, features: np.ndarray, mirrored: np.ndarray | None = None) -> np.ndarray:
         key = (ref.model_id, ref.version)
         head = self.heads.get(key)
         if head is None:
             head = await asyncio.to_thread(load_head, self.blobs, ref)
             self.heads.put(key, head)
-        return head.predict_proba(features)
+        return head.predict_proba_views(features, mirrored)
 
 
 class FullModels:

@@ -57,21 +57,27 @@ def test_unusable_inputs_are_refused(probabilities, top_k, threshold) -> None:
         answer(np.array(probabilities), CLASSES, top_k=top_k, uncertain_below=threshold)
 
 
-def test_decision_features_average_the_mirror_view_only_where_asked() -> None:
+def test_views_hold_the_mirror_image_only_where_asked_and_the_head_averages_them() -> None:
     import keras
     from keras import layers
 
-    from pipelines.features import FeatureExtractor, decision_features, image_input
+    from pipelines.features import FeatureExtractor, extract_views, image_input
+    from pipelines.heads import Head
 
     inputs = image_input(4, 1)
     extractor = FeatureExtractor(keras.Model(inputs, layers.Flatten()(layers.Rescaling(1.0)(inputs))))
     images = np.random.default_rng(0).integers(0, 255, (3, 4, 4, 1), dtype=np.uint8)
 
-    features = decision_features(extractor, images, np.array([False, True, False]))
+    features, mirrored = extract_views(extractor, images, np.array([False, True, False]))
 
     flat = images.reshape(3, -1).astype(np.float32)
-    mirrored = images[:, :, ::-1].reshape(3, -1).astype(np.float32)
-    np.testing.assert_allclose(features[[0, 2]], flat[[0, 2]])
-    np.testing.assert_allclose(features[1], (flat[1] + mirrored[1]) / 2)
+    np.testing.assert_allclose(features, flat)
+    np.testing.assert_allclose(mirrored, images[1:2, :, ::-1].reshape(1, -1).astype(np.float32))
+    head = Head(np.eye(16, 2, dtype=np.float32), np.zeros(2, np.float32), ("a", "b"))
+    np.testing.assert_allclose(
+        head.predict_proba_views(features[1:2], mirrored), head.predict_proba((features[1:2] + mirrored) / 2)
+    )
     with pytest.raises(InvalidInput):
-        decision_features(extractor, images, np.array([True]))
+        extract_views(extractor, images, np.array([True]))
+    with pytest.raises(InvalidInput):
+        head.predict_proba_views(features, mirrored)
