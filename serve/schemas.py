@@ -385,3 +385,25 @@ class TaskPublic(Public):
 class TasksPublic(Public):
     data: list[TaskPublic]
     count: int
+
+
+class ModelAnswer(Public):
+    """One model's answer for the picture, or (`error`) why that model could not answer."""
+
+    model_id: str
+    task_id: str | None = None
+    version: int | None = None
+    label: str | None = None
+    confidence: float | None = None
+    uncertain: bool | None = None
+    top: list[ClassScore] = Field(default_factory=list)
+    error: dict[str, Any] | None = Field(None, description="A problem document when this model did not answer")
+
+
+class ModelsClassifyOut(Public):
+    name: str
+    answered: int
+    failed: int
+    uncertain_below: float
+    latency_ms: float
+    results: list[ModelAnswer] = Field(description="One entry per model asked, in the order given")

@@ -106,29 +106,37 @@ def version_to_serve(conn: Connection, owner_id: str, model_id: str, version: in
 
 
 def record_tasks(conn: Connection, owner_id: str, model_id: str, tasks: list[NewTask]) -> datetime:
-    """Store classifications of the owner's model (one row per picture); returns their time."""
-    get_owned_model(conn, owner_id, model_id)
+    """Store classifications of one of the owner's models (one row per picture); returns their time."""
+    return record_tasks_of_models(conn, owner_id, {model_id: tasks})
+
+
+def record_tasks_of_models(conn: Connection, owner_id: str, tasks: dict[str, list[NewTask]]) -> datetime:
+    """Store classifications of several of the owner's models at once ({model id: tasks}); returns their time."""
+    for model_id in tasks:
+        get_owned_model(conn, owner_id, model_id)
     now = utcnow()
-    if tasks:
+    rows = [
+        [
+            task.id,
+            owner_id,
+            model_id,
+            task.version,
+            task.label,
+            task.confidence,
+            task.uncertain,
+            json.dumps(task.top),
+            task.latency_ms,
+            task.image_sha256,
+            now,
+        ]
+        for model_id, model_tasks in tasks.items()
+        for task in model_tasks
+    ]
+    if rows:
         conn.executemany(
             "INSERT INTO tasks (id, owner_id, model_id, version, label, confidence, uncertain, top, latency_ms,"
             " image_sha256, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                [
-                    task.id,
-                    owner_id,
-                    model_id,
-                    task.version,
-                    task.label,
-                    task.confidence,
-                    task.uncertain,
-                    json.dumps(task.top),
-                    task.latency_ms,
-                    task.image_sha256,
-                    now,
-                ]
-                for task in tasks
-            ],
+            rows,
         )
     return now
 

@@ -8,12 +8,13 @@ from dataclasses import dataclass
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, File, Query, Request, UploadFile
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from cluster.blobs import sha256_hex
 from cluster.catalog import tasks as catalog_tasks
 from cluster.catalog.db import new_id
+from cluster.catalog.runs import VersionRecord
 from cluster.catalog.tasks import NewTask
 from cluster.services import Services
 from pipelines.errors import ClassiflyError, InvalidInput, NotReady
@@ -22,11 +23,16 @@ from pipelines.predictions import Answer, answers
 from serve.deps import ClassifierDep, CurrentUser, ServicesDep
 from serve.problems import error_problem
 from serve.routes.uploads import check_content_length, read_upload
-from serve.schemas import ClassifyOut, ClassScore, FileClassification
+from serve.schemas import ClassifyOut, ClassScore, FileClassification, ModelAnswer, ModelsClassifyOut
 
 router = APIRouter(tags=["classify"])
 
 MAX_FILES_PER_CLASSIFY = 100
+MAX_MODELS_PER_CLASSIFY = 20
+TopK = Annotated[int, Query(ge=1, le=100, description="How many classes to list per answer")]
+UncertainBelow = Annotated[
+    float | None, Query(ge=0, le=1, description="Flag answers less probable than this; default 0.5")
+]
 
 
 @dataclass(frozen=True)
@@ -47,10 +53,8 @@ async def classify(
     services: ServicesDep,
     classifier: ClassifierDep,
     files: Annotated[list[UploadFile], File(description="One or more pictures (form field 'files', repeated)")],
-    top_k: Annotated[int, Query(ge=1, le=100, description="How many classes to list per picture")] = 3,
-    uncertain_below: Annotated[
-        float | None, Query(ge=0, le=1, description="Flag answers less probable than this; default 0.5")
-    ] = None,
+    top_k: TopK = 3,
+    uncertain_below: UncertainBelow = None,
     version: Annotated[int | None, Query(ge=1, description="A published version; default: the active one")] = None,
 ) -> ClassifyOut:
     """Classify pictures: per file the top classes with probabilities, an 'uncertain' flag and a task id."""
@@ -71,7 +75,9 @@ async def classify(
     threshold = services.settings.uncertain_below if uncertain_below is None else uncertain_below
     results = answers(scores.probabilities, scores.class_names, top_k=top_k, uncertain_below=threshold)
     latency_ms = round((time.perf_counter() - started) * 1000, 2)
-    new_tasks = [_task(item, result, served.version, latency_ms) for item, result in zip(usable, results, strict=True)]
+    new_tasks = [
+        _task(result, served.version, latency_ms, item.sha256) for item, result in zip(usable, results, strict=True)
+    ]
     await services.catalog.call(catalog_tasks.record_tasks, principal.id, model_id, new_tasks)
 
     answered = iter(zip(new_tasks, results, strict=True))  # in upload order, skipping the files that failed
@@ -87,6 +93,102 @@ async def classify(
     )
 
 
+@router.post("/classify")
+async def classify_with_models(
+    request: Request,
+    principal: CurrentUser,
+    services: ServicesDep,
+    classifier: ClassifierDep,
+    file: Annotated[UploadFile, File(description="One picture")],
+    model_ids: Annotated[list[str], Form(description="The models to ask (form field 'model_ids', repeated)")],
+    top_k: TopK = 3,
+    uncertain_below: UncertainBelow = None,
+) -> ModelsClassifyOut:
+    """Classify one picture with several of your models; models on the same backbone share one forward pass."""
+    started = time.perf_counter()
+    check_content_length(request, services.settings.max_upload_bytes)
+    wanted = list(dict.fromkeys(model_id.strip() for model_id in model_ids if model_id.strip()))
+    if not 1 <= len(wanted) <= MAX_MODELS_PER_CLASSIFY:
+        raise InvalidInput(f"Name 1 to {MAX_MODELS_PER_CLASSIFY} models in 'model_ids'.", field="model_ids")
+    served = await asyncio.gather(
+        *(services.catalog.call(catalog_tasks.version_to_serve, principal.id, m) for m in wanted),
+        return_exceptions=True,
+    )
+    name = file.filename or "upload"
+    data = await read_upload(file, services.settings.max_image_bytes)
+    pictures: dict[PreprocessingPolicy, np.ndarray] = {}  # decoded once per preprocessing
+    outcomes: list[VersionRecord | ClassiflyError] = []
+    for version in served:
+        outcome = _usable(version)
+        if isinstance(outcome, VersionRecord):
+            policy = PreprocessingPolicy.from_dict(outcome.preprocessing or {})
+            if policy not in pictures:
+                pictures[policy] = await run_in_threadpool(
+                    load_for_model, data, name, policy, max_pixels=services.settings.max_image_pixels
+                )
+        outcomes.append(outcome)
+    asked = [o for o in outcomes if isinstance(o, VersionRecord)]
+    answered = await classifier.classify_together(
+        [(v, pictures[PreprocessingPolicy.from_dict(v.preprocessing or {})]) for v in asked]
+    )
+    by_model = dict(zip((v.model_id for v in asked), answered, strict=True))
+    threshold = services.settings.uncertain_below if uncertain_below is None else uncertain_below
+    latency_ms = round((time.perf_counter() - started) * 1000, 2)
+    results, tasks, errors = [], {}, []
+    for model_id, outcome in zip(wanted, outcomes, strict=True):
+        scores = by_model.get(model_id, outcome)
+        if isinstance(scores, ClassiflyError):
+            errors.append(scores)
+            results.append(ModelAnswer(model_id=model_id, error=error_problem(scores, request.url.path)))
+            continue
+        (result,) = answers(scores.probabilities, scores.class_names, top_k=top_k, uncertain_below=threshold)
+        task = _task(result, outcome.version, latency_ms, sha256_hex(data))
+        tasks[model_id] = [task]
+        results.append(ModelAnswer(model_id=model_id, **_answer_fields(task, result)))
+    if not tasks:
+        raise _nothing_answered(results, errors[0])
+    await services.catalog.call(catalog_tasks.record_tasks_of_models, principal.id, tasks)
+    return ModelsClassifyOut(
+        name=name,
+        answered=len(tasks),
+        failed=len(results) - len(tasks),
+        uncertain_below=threshold,
+        latency_ms=latency_ms,
+        results=results,
+    )
+
+
+def _usable(version: VersionRecord | BaseException) -> VersionRecord | ClassiflyError:
+    """A version ready to answer, or the reason its model cannot (other errors are the server's: raised)."""
+    if isinstance(version, ClassiflyError):
+        return version
+    if isinstance(version, BaseException):
+        raise version
+    if not version.preprocessing:
+        return NotReady(f"Version {version.version} has no preprocessing policy recorded, so it cannot classify.")
+    return version
+
+
+def _answer_fields(task: NewTask, result: Answer) -> dict[str, object]:
+    return {
+        "task_id": task.id,
+        "version": task.version,
+        "label": result.label,
+        "confidence": result.confidence,
+        "uncertain": result.uncertain,
+        "top": [ClassScore(label=label, probability=p) for label, p in result.top],
+    }
+
+
+def _nothing_answered(results: list[ModelAnswer], first: ClassiflyError) -> ClassiflyError:
+    """The first model's error; with several models, saying so and listing each one's problem."""
+    if len(results) == 1:
+        return first
+    detail = f"None of the {len(results)} models could answer (see 'models'). The first: {first.detail}"
+    models = [{"model_id": r.model_id, "error": r.error} for r in results]
+    return type(first)(detail, field=first.field, extra={**first.extra, "models": models})
+
+
 async def _decode(services: Services, file: UploadFile, policy: PreprocessingPolicy) -> Decoded:
     name = file.filename or "upload"
     try:
@@ -99,26 +201,16 @@ async def _decode(services: Services, file: UploadFile, policy: PreprocessingPol
     return Decoded(name, image, sha256_hex(data))
 
 
-def _task(item: Decoded, result: Answer, version: int, latency_ms: float) -> NewTask:
+def _task(result: Answer, version: int, latency_ms: float, sha256: str | None) -> NewTask:
     top = [{"label": label, "probability": probability} for label, probability in result.top]
-    return NewTask(
-        new_id("tsk"), version, result.label, result.confidence, result.uncertain, top, latency_ms, item.sha256
-    )
+    return NewTask(new_id("tsk"), version, result.label, result.confidence, result.uncertain, top, latency_ms, sha256)
 
 
 def _outcome(item: Decoded, answered: tuple[NewTask, Answer] | None, instance: str) -> FileClassification:
     if answered is None:
         return FileClassification(name=item.name, error=error_problem(item.error, instance))
     task, result = answered
-    return FileClassification(
-        name=item.name,
-        task_id=task.id,
-        version=task.version,
-        label=result.label,
-        confidence=result.confidence,
-        uncertain=result.uncertain,
-        top=[ClassScore(label=label, probability=p) for label, p in result.top],
-    )
+    return FileClassification(name=item.name, **_answer_fields(task, result))
 
 
 def _nothing_classified(decoded: list[Decoded], instance: str) -> ClassiflyError:

@@ -31,6 +31,10 @@ class FakeClassifier:
         red = means[:, 0] / (means[:, 0] + means[:, 2])
         return Scores(("blue", "red"), np.stack([1 - red, red], axis=1))
 
+    async def classify_together(self, targets: list[tuple[VersionRecord, np.ndarray]]) -> list[Scores]:
+        self.together = [(version.model_id, image.shape) for version, image in targets]
+        return [await self.classify(version, [image]) for version, image in targets]
+
 
 @pytest.fixture
 def classifier() -> FakeClassifier:
@@ -43,7 +47,7 @@ def api(services, classifier) -> Iterator[TestClient]:
         yield test_client
 
 
-def publish(services, owner: Account, model_id: str) -> int:
+def publish(services, owner: Account, model_id: str, image_size: int = 16) -> int:
     record = services.catalog.call_sync(
         catalog_runs.publish_version,
         owner.id,
@@ -52,7 +56,7 @@ def publish(services, owner: Account, model_id: str) -> int:
         run_id=None,
         classes=["blue", "red"],
         backbone=None,
-        preprocessing={"image_size": 16, "color": "rgb", "resize": "stretch"},
+        preprocessing={"image_size": image_size, "color": "rgb", "resize": "stretch"},
         artifact_uri="artifacts/fake",
         metrics={"accuracy": 1.0},
     )
@@ -231,3 +235,83 @@ def test_without_serving_deployments_classify_answers_503(client, alice, service
     )
 
     assert response.status_code == 503 and response.json()["code"] == "unavailable"
+
+
+def test_one_picture_is_answered_by_each_model_asked(api, services, alice, bob, ready_model, classifier) -> None:
+    from tests.component.conftest import create_model
+
+    second = create_model(services, alice, "second")
+    publish(services, alice, second, image_size=24)
+    untrained = create_model(services, alice, "untrained")
+    bobs = create_model(services, bob, "bob's")
+    publish(services, bob, bobs)
+    asked = [ready_model, second, untrained, bobs, ready_model]  # a repeated id is asked once
+
+    response = api.post(
+        "/v1/classify?top_k=1",
+        files={"file": ("red.png", make_image(RED, (40, 30)))},
+        data={"model_ids": asked},
+        headers=alice.headers,
+    )
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["name"], body["answered"], body["failed"]) == ("red.png", 2, 2)
+    first, other, not_trained, not_found = body["results"]
+    assert [r["model_id"] for r in body["results"]] == [ready_model, second, untrained, bobs]
+    assert (first["label"], first["version"], len(first["top"])) == ("red", 1, 1)
+    assert other["label"] == "red" and other["task_id"] != first["task_id"]
+    assert not_trained["error"]["status"] == 409 and not_found["error"]["status"] == 404
+    assert classifier.together == [(ready_model, (16, 16, 3)), (second, (24, 24, 3))]  # each model's policy
+    tasks = api.get("/v1/tasks", headers=alice.headers).json()
+    assert {(t["model_id"], t["id"]) for t in tasks["data"]} == {
+        (ready_model, first["task_id"]),
+        (second, other["task_id"]),
+    }
+    assert api.get("/v1/tasks", headers=bob.headers).json()["count"] == 0
+
+
+@pytest.mark.parametrize(
+    ("models", "status"),
+    [
+        pytest.param(["untrained"], 409, id="one-untrained-model"),
+        pytest.param(["untrained", "missing"], 409, id="no-model-can-answer"),
+        pytest.param(["missing"], 404, id="unknown-model"),
+    ],
+)
+def test_when_no_model_can_answer_the_answer_is_a_problem(api, services, alice, models, status) -> None:
+    from tests.component.conftest import create_model
+
+    ids = {"untrained": create_model(services, alice, "untrained"), "missing": "mdl_missing"}
+
+    response = api.post(
+        "/v1/classify",
+        files={"file": ("red.png", make_image(RED))},
+        data={"model_ids": [ids[m] for m in models]},
+        headers=alice.headers,
+    )
+
+    assert response.status_code == status
+    if len(models) > 1:
+        assert [m["model_id"] for m in response.json()["models"]] == [ids[m] for m in models]
+
+
+def test_several_models_and_a_bad_picture_is_one_problem(api, services, alice, ready_model, classifier) -> None:
+    response = api.post(
+        "/v1/classify",
+        files={"file": ("notes.png", b"not a picture")},
+        data={"model_ids": [ready_model]},
+        headers=alice.headers,
+    )
+
+    assert response.status_code == 422 and "notes.png" in response.json()["detail"]
+    assert classifier.calls == []
+
+
+@pytest.mark.parametrize("count", [0, 21], ids=["none", "too-many"])
+def test_the_number_of_models_is_bounded(api, alice, ready_model, count) -> None:
+    data = {"model_ids": [f"mdl_{i}" for i in range(count)] or [" "]}
+
+    response = api.post("/v1/classify", files={"file": ("red.png", make_image(RED))}, data=data, headers=alice.headers)
+
+    assert response.status_code == 422 and "model_ids" in response.text

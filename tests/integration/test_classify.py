@@ -207,3 +207,38 @@ def test_another_user_gets_404(platform, stripes, test_pictures) -> None:
     feedback = platform.http.post(f"/v1/tasks/{task_id}/feedback", json={"correct": True}, headers=headers)
     assert feedback.status_code == 404
     assert platform.http.get("/v1/tasks", headers=headers).json()["count"] == 0
+
+
+def test_several_models_on_one_backbone_share_one_pass(platform, stripes, test_pictures) -> None:
+    from ray import serve
+
+    headers, first, _ = stripes
+    second = platform.http.post("/v1/models", json={"name": "Stripes again"}, headers=headers).json()["id"]
+    started = platform.http.post(
+        f"/v1/models/{second}/imports", content=stripes_zip(), headers={**headers, "Content-Type": "application/zip"}
+    )
+    assert platform.wait_for_job(headers, started.headers["Location"])["status"] == "succeeded"
+    body = {"kinds": ["frozen_head"], "backbones": ["efficientnet_lite0"], "max_epochs": 3, "time_budget_s": 300}
+    train(platform, headers, second, body)
+    _, data = test_pictures[0]
+    alone = {
+        model_id: platform.http.post(
+            f"/v1/models/{model_id}/classify", files=[("files", ("x.png", data))], headers=headers, timeout=SLOW
+        ).json()["results"][0]
+        for model_id in (first, second)
+    }
+    extractor = serve.get_deployment_handle("Extractor", app_name="classifly")
+    before = extractor.stats.remote().result()["passes"]["efficientnet_lite0"]
+
+    response = platform.http.post(
+        "/v1/classify", files={"file": ("x.png", data)}, data={"model_ids": [first, second]}, headers=headers
+    )
+
+    assert response.status_code == 200, response.text
+    assert extractor.stats.remote().result()["passes"]["efficientnet_lite0"] - before == 1
+    results = response.json()["results"]
+    assert [r["model_id"] for r in results] == [first, second]
+    for result in results:
+        expected = alone[result["model_id"]]
+        assert result["label"] == expected["label"] and result["task_id"] != expected["task_id"]
+        assert result["confidence"] == pytest.approx(expected["confidence"], abs=1e-4)

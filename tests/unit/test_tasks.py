@@ -238,3 +238,16 @@ def test_deleting_a_model_deletes_its_tasks_and_their_feedback(conn, history) ->
 
     assert call(conn, tasks.list_tasks, alice, TaskFilter())[1] == 1
     assert conn.execute("SELECT count(*) FROM feedback").fetchone() == (0,)
+
+
+def test_tasks_of_several_models_are_recorded_together_or_not_at_all(conn, world) -> None:
+    alice, bob, model_id = world
+    other = call(conn, models.create_model, alice, models.ModelSpec("cars")).id
+    bobs = call(conn, models.create_model, bob, models.ModelSpec("bob's")).id
+
+    call(conn, tasks.record_tasks_of_models, alice, {model_id: [new_task("a")], other: [new_task("b")]})
+    with pytest.raises(NotFound):
+        call(conn, tasks.record_tasks_of_models, alice, {model_id: [new_task("c")], bobs: [new_task("d")]})
+
+    page, total = call(conn, tasks.list_tasks, alice, TaskFilter())
+    assert total == 2 and {(t.id, t.model_id) for t in page} == {("a", model_id), ("b", other)}
