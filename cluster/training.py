@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import ray
 
-from cluster.artifacts import load_trained, save_trained
+from cluster.artifacts import MANIFEST, load_trained, save_trained
 from cluster.blobs import BlobRef, open_blob_store
 from cluster.catalog import runs as catalog_runs
 from cluster.catalog.actor import RayCatalog, get_catalog_actor
@@ -255,9 +255,6 @@ def run_training(run_id: str, settings: Settings) -> None:
 
 
 def _search(run, settings: Settings, catalog: Catalog, progress, started: float, budget: float, target) -> dict:
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
-
     snapshot = catalog.call_sync(catalog_runs.run_snapshot, run.id)
     shape = catalog.call_sync(catalog_runs.run_shape, run.id)
     policy = choose_policy(DatasetShape.from_infos(shape))
@@ -289,42 +286,16 @@ def _search(run, settings: Settings, catalog: Catalog, progress, started: float,
     if not specs:
         raise InvalidInput("No candidate model fits these settings. Allow more backbones or kinds of model.")
     deadline = started + budget
-    progress("searching", 0.1, f"Trying {len(specs)} candidate models", candidates=len(specs))
+    blobs = open_blob_store(settings.blob_root)
+    kept, to_train = resumable_trials(catalog, run.id, specs, blobs, summary)
+    words = f"Trying {len(specs)} candidate models"
+    if kept:
+        words += f" ({len(kept)} kept from before the interruption)"
+    progress("searching", 0.1, words, candidates=len(specs))
     recorder = _TrialRecorder(run.id, catalog, specs, progress, started, budget, target, summary)
-    cpus = trial_cpus()
-    tuner = tune.Tuner(
-        tune.with_resources(
-            tune.with_parameters(_trainable, data=data, settings_json=settings.model_dump_json(), run_id=run.id),
-            {"cpu": cpus},
-        ),
-        param_space={
-            "candidate": tune.grid_search([spec.to_dict() for spec in specs]),
-            "policy": policy.to_dict(),
-            "target_accuracy": target,
-            "deadline": deadline,
-        },
-        tune_config=tune.TuneConfig(
-            scheduler=ASHAScheduler(
-                time_attr="training_iteration",
-                metric="val_accuracy",
-                mode="max",
-                max_t=max(s.max_epochs for s in specs) + 1,
-                grace_period=2,
-                reduction_factor=3,
-            ),
-            reuse_actors=True,
-            max_concurrent_trials=max(1, int(ray.available_resources().get("CPU", 1) // cpus)),
-        ),
-        run_config=tune.RunConfig(
-            name=run.id,
-            storage_path=str(settings.data_dir / "tune"),
-            callbacks=[recorder],
-            stop=_Stopper(run.id, catalog, deadline),
-            failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
-            verbose=0,
-        ),
-    )
-    tuner.fit()
+    recorder.trials.update({entry["trial_id"]: entry for entry in kept})
+    if to_train:
+        _tune(run, settings, catalog, data, policy, to_train, recorder, target, deadline)
     if catalog.call_sync(catalog_runs.run_stop_reason, run.id) == "cancelled":
         raise RunCancelled
     winner = recorder.winner(target)
@@ -334,7 +305,6 @@ def _search(run, settings: Settings, catalog: Catalog, progress, started: float,
             "and train again."
         )
     progress("evaluating", 0.92, "Checking the best candidate on the test pictures")
-    blobs = open_blob_store(settings.blob_root)
     model = load_trained(blobs, winner["artifact"], settings.data_dir / "backbones")
     proba = model.predict_proba(data.test_images)
     metrics = evaluate(proba, data.test_labels, data.class_names, data.test_ids)
@@ -369,6 +339,88 @@ def _search(run, settings: Settings, catalog: Catalog, progress, started: float,
         "leaderboard_size": len(specs),
         "reached_target": target is not None and metrics["accuracy"] >= target,
     }
+
+
+def _tune(run, settings: Settings, catalog: Catalog, data: Prepared, policy, specs, recorder, target, deadline) -> None:
+    """Ray Tune over `specs`: ASHA on epochs, trials sized to the free CPUs, the recorder writing the leaderboard."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    cpus = trial_cpus()
+    tuner = tune.Tuner(
+        tune.with_resources(
+            tune.with_parameters(_trainable, data=data, settings_json=settings.model_dump_json(), run_id=run.id),
+            {"cpu": cpus},
+        ),
+        param_space={
+            "candidate": tune.grid_search([spec.to_dict() for spec in specs]),
+            "policy": policy.to_dict(),
+            "target_accuracy": target,
+            "deadline": deadline,
+        },
+        tune_config=tune.TuneConfig(
+            scheduler=ASHAScheduler(
+                time_attr="training_iteration",
+                metric="val_accuracy",
+                mode="max",
+                max_t=max(s.max_epochs for s in specs) + 1,
+                grace_period=2,
+                reduction_factor=3,
+            ),
+            reuse_actors=True,
+            max_concurrent_trials=max(1, int(ray.available_resources().get("CPU", 1) // cpus)),
+        ),
+        run_config=tune.RunConfig(
+            name=f"{run.id}-{int(time.time())}",  # a resumed run gets a fresh Tune experiment
+            storage_path=str(settings.data_dir / "tune"),
+            callbacks=[recorder],
+            stop=_Stopper(run.id, catalog, deadline),
+            failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+            verbose=0,
+        ),
+    )
+    tuner.fit()
+
+
+def resumable_trials(
+    catalog: Catalog, run_id: str, specs: list[CandidateSpec], blobs, summary: DatasetSummary
+) -> tuple[list[dict[str, Any]], list[CandidateSpec]]:
+    """What an earlier attempt of this run already did: its finished trials whose models are stored are kept
+    (not trained again, still in the race for winner), trials it left running are marked interrupted; returns
+    (kept leaderboard entries, the specs still to train).
+    """
+    kept: list[dict[str, Any]] = []
+    done_keys: set[str] = set()
+    for trial in catalog.call_sync(catalog_runs.list_trials, run_id):
+        artifact = trial.metrics.get("artifact")
+        if trial.status == "finished" and artifact and blobs.exists(f"{artifact}/{MANIFEST}"):
+            spec = CandidateSpec.from_dict(trial.spec)
+            done_keys.add(spec.key())
+            kept.append(
+                {
+                    "trial_id": trial.trial_id,
+                    "spec": spec,
+                    "history": list(trial.metrics.get("history", [])),
+                    "best": trial.metrics.get("best_val_accuracy"),
+                    "artifact": artifact,
+                    "started": time.time() - (trial.cost_s or 0.0),
+                    "cost": estimate_cost(spec, summary),
+                    "done": True,
+                }
+            )
+        elif trial.status == "running":
+            catalog.call_sync(
+                catalog_runs.record_trial,
+                run_id,
+                trial.trial_id,
+                spec=trial.spec,
+                status="stopped",
+                epochs=trial.epochs,
+                metrics=trial.metrics,
+                cost_s=trial.cost_s,
+                stop_reason="interrupted when the platform stopped; trained again",
+            )
+    return kept, [spec for spec in specs if spec.key() not in done_keys]
 
 
 def _search_options(advanced: dict[str, Any]) -> dict[str, Any]:
@@ -500,6 +552,7 @@ class _TrialRecorder:
                         "title": entry["spec"].title(),
                         "best_val_accuracy": entry["best"],
                         "history": entry["history"][-200:],
+                        "artifact": entry["artifact"],
                     },
                     cost_s=round(time.time() - entry["started"], 2),
                     stop_reason=reason,
