@@ -1,9 +1,11 @@
 """What a classification answers for one picture: the top classes with their probabilities, and whether the
-model is unsure (its best probability is below a threshold). Pure numpy; no TensorFlow.
+model is unsure (its best probability is below a threshold); and how sure an accuracy measured from the owner's
+feedback is. Pure numpy; no TensorFlow.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -46,3 +48,17 @@ def answers(
 ) -> list[Answer]:
     """One answer per row of (pictures, classes) probabilities."""
     return [answer(row, class_names, top_k=top_k, uncertain_below=uncertain_below) for row in probabilities]
+
+
+def accuracy_interval(correct: int, total: int, *, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval (95 % by default) of an accuracy of `correct` out of `total`: honest for the
+    small counts feedback starts with, where `correct / total` alone says little."""
+    if total < 0 or not 0 <= correct <= total:
+        raise InvalidInput(f"Cannot have {correct} right out of {total}.")
+    if total == 0:
+        return 0.0, 1.0
+    share = correct / total
+    spread = z * math.sqrt(share * (1 - share) / total + z * z / (4 * total * total))
+    centre = share + z * z / (2 * total)
+    scale = 1 + z * z / total
+    return max(0.0, (centre - spread) / scale), min(1.0, (centre + spread) / scale)

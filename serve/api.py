@@ -61,4 +61,5 @@ def create_api(services: Services, classifier: Classifier | None = None) -> Fast
     for module in (health, auth, tokens, models, images, datasets, training, classify, tasks, service):
         app.include_router(module.router, prefix="/v1")
     app.include_router(datasets.jobs_router, prefix="/v1")
+    app.include_router(tasks.stats_router, prefix="/v1")
     return app

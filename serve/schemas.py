@@ -407,3 +407,63 @@ class ModelsClassifyOut(Public):
     uncertain_below: float
     latency_ms: float
     results: list[ModelAnswer] = Field(description="One entry per model asked, in the order given")
+
+
+class CountPublic(Public):
+    start: datetime
+    count: int
+
+
+class LatencyPublic(Public):
+    p50_ms: float | None
+    p90_ms: float | None
+    p99_ms: float | None
+
+
+class ConfidenceBinPublic(Public):
+    low: float
+    high: float
+    count: int
+
+
+class FieldAccuracyPublic(Public):
+    """Of `feedback` answers you judged, `correct` were right; `low`..`high` is the 95 % interval."""
+
+    feedback: int
+    correct: int
+    accuracy: float | None
+    low: float
+    high: float
+
+
+class ClassFieldPublic(Public):
+    label: str = Field(description="The class the model answered")
+    tasks: int
+    field: FieldAccuracyPublic
+
+
+class DayFieldPublic(Public):
+    start: datetime
+    field: FieldAccuracyPublic
+
+
+class VersionFieldPublic(Public):
+    version: int
+    tasks: int
+    evaluated_accuracy: float | None = Field(description="Accuracy on the test pictures when it was trained")
+    field: FieldAccuracyPublic
+    per_class: list[ClassFieldPublic]
+    per_day: list[DayFieldPublic]
+    alert: str | None = Field(description="Set when the field accuracy is clearly below the evaluated one")
+
+
+class ModelStatsPublic(Public):
+    model_id: str
+    since: datetime
+    tasks: int
+    uncertain: int
+    per_hour: list[CountPublic] = Field(description="Classified pictures per hour, the last two days")
+    per_day: list[CountPublic]
+    latency: LatencyPublic
+    confidence: list[ConfidenceBinPublic]
+    versions: list[VersionFieldPublic] = Field(description="Field accuracy per version, newest first")

@@ -7,12 +7,14 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
+from cluster.catalog import task_stats
 from cluster.catalog import tasks as catalog_tasks
 from cluster.catalog.tasks import TaskFilter, TaskRecord
 from serve.deps import CurrentUser, ServicesDep
-from serve.schemas import ClassScore, FeedbackIn, FeedbackPublic, TaskPublic, TasksPublic
+from serve.schemas import ClassScore, FeedbackIn, FeedbackPublic, ModelStatsPublic, TaskPublic, TasksPublic
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
+stats_router = APIRouter(tags=["tasks"])
 
 
 def task_public(task: TaskRecord) -> TaskPublic:
@@ -77,3 +79,15 @@ async def give_feedback(task_id: str, body: FeedbackIn, principal: CurrentUser, 
         catalog_tasks.give_feedback, principal.id, task_id, correct=body.correct, label=body.label
     )
     return task_public(task)
+
+
+@stats_router.get("/models/{model_id}/stats")
+async def model_stats(
+    model_id: str,
+    principal: CurrentUser,
+    services: ServicesDep,
+    days: Annotated[int, Query(ge=1, le=task_stats.MAX_DAYS, description="How far back to look")] = 30,
+) -> ModelStatsPublic:
+    """Traffic, latency, confidence and field accuracy (from your feedback) per version, class and day."""
+    stats = await services.catalog.call(task_stats.model_stats, principal.id, model_id, days=days)
+    return ModelStatsPublic.model_validate(stats)

@@ -315,3 +315,24 @@ def test_the_number_of_models_is_bounded(api, alice, ready_model, count) -> None
     response = api.post("/v1/classify", files={"file": ("red.png", make_image(RED))}, data=data, headers=alice.headers)
 
     assert response.status_code == 422 and "model_ids" in response.text
+
+
+def test_stats_show_traffic_and_field_accuracy_next_to_the_evaluation(api, alice, bob, ready_model) -> None:
+    pictures = upload(*[(f"{i}.png", make_image(RED if i < 3 else PURPLE, mark=i)) for i in range(4)])
+    results = api.post(f"/v1/models/{ready_model}/classify", files=pictures, headers=alice.headers).json()["results"]
+    api.post(f"/v1/tasks/{results[0]['task_id']}/feedback", json={"correct": True}, headers=alice.headers)
+    api.post(f"/v1/tasks/{results[1]['task_id']}/feedback", json={"label": "blue"}, headers=alice.headers)
+
+    response = api.get(f"/v1/models/{ready_model}/stats?days=7", headers=alice.headers)
+
+    assert response.status_code == 200, response.text
+    stats = response.json()
+    assert (stats["tasks"], sum(c["count"] for c in stats["per_day"])) == (4, 4)
+    assert stats["latency"]["p50_ms"] > 0 and sum(b["count"] for b in stats["confidence"]) == 4
+    (version,) = stats["versions"]
+    assert (version["version"], version["tasks"], version["evaluated_accuracy"]) == (1, 4, 1.0)
+    assert (version["field"]["feedback"], version["field"]["correct"], version["field"]["accuracy"]) == (2, 1, 0.5)
+    assert version["per_class"][0]["label"] == "red" and version["alert"] is None
+    assert stats["since"].endswith("Z")
+    assert api.get(f"/v1/models/{ready_model}/stats", headers=bob.headers).status_code == 404
+    assert api.get(f"/v1/models/{ready_model}/stats?days=0", headers=alice.headers).status_code == 422

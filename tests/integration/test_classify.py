@@ -191,6 +191,10 @@ def test_tasks_are_listed_and_feedback_is_recorded(platform, stripes, test_pictu
     assert corrected["feedback"]["correct"] is False and corrected["feedback"]["label"] == other
     found = platform.http.get(f"/v1/tasks?model_id={model_id}&feedback=corrected", headers=headers).json()
     assert [t["id"] for t in found["data"]] == [answered["task_id"]]
+    stats = platform.http.get(f"/v1/models/{model_id}/stats", headers=headers).json()
+    head = next(v for v in stats["versions"] if v["version"] == versions["head"])
+    assert (head["field"]["feedback"], head["field"]["correct"]) == (1, 0)
+    assert head["tasks"] >= 1 and stats["tasks"] == sum(v["tasks"] for v in stats["versions"])
 
 
 def test_another_user_gets_404(platform, stripes, test_pictures) -> None:

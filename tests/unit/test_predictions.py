@@ -81,3 +81,18 @@ def test_views_hold_the_mirror_image_only_where_asked_and_the_head_averages_them
         extract_views(extractor, images, np.array([True]))
     with pytest.raises(InvalidInput):
         head.predict_proba_views(features, mirrored)
+
+
+@pytest.mark.parametrize(
+    ("correct", "total", "low", "high"),
+    [
+        pytest.param(0, 0, 0.0, 1.0, id="nothing-known"),
+        pytest.param(8, 10, 0.490, 0.943, id="few"),
+        pytest.param(800, 1000, 0.774, 0.824, id="many"),
+        pytest.param(10, 10, 0.722, 1.0, id="all-right"),
+    ],
+)
+def test_the_accuracy_interval_narrows_with_more_feedback(correct, total, low, high) -> None:
+    from pipelines.predictions import accuracy_interval
+
+    assert accuracy_interval(correct, total) == pytest.approx((low, high), abs=1e-3)
