@@ -118,7 +118,7 @@ def cached_features(
     spec: CandidateSpec,
     policy: PreprocessingPolicy,
     shas: Sequence[str],
-    pictures: np.ndarray,
+    pictures: np.ndarray | Callable[[np.ndarray], np.ndarray],
     *,
     backbone_cache_dir: str,
     parallelism: int | None = None,
@@ -127,9 +127,18 @@ def cached_features(
     """The features of `pictures` (identified by `shas`) for `spec`'s backbone: read from the cache, the
     missing ones computed in batches and added to the cache batch by batch (work done before a stop is
     kept). `parallelism` Ray tasks compute at once; None computes here (inside a trial, on its CPUs).
+    `pictures` are the prepared pictures, or a function giving those of some rows (then only the pictures
+    whose features are missing are ever decoded).
     """
-    if len(shas) != len(pictures):
-        raise InvalidInput(f"{len(shas)} picture ids for {len(pictures)} pictures.")
+    if isinstance(pictures, np.ndarray):
+        if len(shas) != len(pictures):
+            raise InvalidInput(f"{len(shas)} picture ids for {len(pictures)} pictures.")
+        prepared = pictures
+
+        def load(rows: np.ndarray) -> np.ndarray:
+            return prepared[rows]
+    else:
+        load = pictures
     cache = FeatureCache(blobs, feature_key(spec, policy))
     found, cached = cache.load(shas)
     missing = np.flatnonzero(~found)
@@ -138,7 +147,7 @@ def cached_features(
         report(done, len(shas))
     if len(missing) == 0 and cached is not None:
         return cached
-    spec_dict, side = spec.to_dict(), int(pictures.shape[1])
+    spec_dict, side = spec.to_dict(), policy.image_size
     batches = [missing[start : start + EXTRACT_BATCH] for start in range(0, len(missing), EXTRACT_BATCH)]
     results: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
 
@@ -152,7 +161,7 @@ def cached_features(
 
     if parallelism is None:
         for rows in batches:
-            keep(rows, *_extract_batch(pictures[rows], spec_dict, side, backbone_cache_dir))
+            keep(rows, *_extract_batch(load(rows), spec_dict, side, backbone_cache_dir))
     else:
         task = ray.remote(num_cpus=1, max_retries=1)(_extract_batch)
         queue = iter(batches)
@@ -161,7 +170,7 @@ def cached_features(
         def submit() -> None:
             rows = next(queue, None)
             if rows is not None:
-                pending[task.remote(pictures[rows], spec_dict, side, backbone_cache_dir)] = rows
+                pending[task.remote(load(rows), spec_dict, side, backbone_cache_dir)] = rows
 
         for _ in range(max(1, parallelism)):
             submit()

@@ -47,6 +47,7 @@ class JobsActor:
     def __init__(self, namespace: str):
         self.namespace = namespace
         self.running: dict[str, ray.ObjectRef] = {}
+        self.expansions: dict[str, ray.ObjectRef] = {}  # model id -> its latest expansion driver
         self.driver = ray.remote(num_cpus=0, max_retries=0)(_import_driver)
 
     def submit_import(self, request: ImportRequest) -> None:
@@ -59,6 +60,18 @@ class JobsActor:
         self._prune()
         driver = ray.remote(num_cpus=0, max_retries=0)(training_driver).options(name=f"training {run_id}")
         self.running[run_id] = driver.remote(run_id, settings_json)
+
+    def submit_expansion(self, job_id: str, model_id: str, settings_json: str) -> None:
+        """Run an expansion job after the model's previous one (expansions of one model never overlap)."""
+        from cluster.expansion import expansion_driver
+
+        self._prune()
+        previous = self.expansions.get(model_id)
+        after = [previous] if previous is not None and previous in self.running.values() else []
+        driver = ray.remote(num_cpus=0, max_retries=0)(expansion_driver).options(name=f"expansion {job_id}")
+        ref = driver.remote(job_id, settings_json, after)
+        self.running[job_id] = ref
+        self.expansions[model_id] = ref
 
     def running_jobs(self) -> list[str]:
         self._prune()
@@ -95,6 +108,9 @@ class RayJobLauncher:
 
     def submit_training(self, run_id: str) -> None:
         ray.get(self.handle.submit_training.remote(run_id, self.settings_json))
+
+    def submit_expansion(self, job_id: str, model_id: str) -> None:
+        ray.get(self.handle.submit_expansion.remote(job_id, model_id, self.settings_json))
 
     def export(self, artifact_uri: str, fmt: str) -> str:
         """Build (or find) the export file on a Ray task with TensorFlow; blocks until it is stored."""

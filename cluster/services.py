@@ -22,6 +22,8 @@ class JobLauncher(Protocol):
 
     def submit_training(self, run_id: str) -> None: ...
 
+    def submit_expansion(self, job_id: str, model_id: str) -> None: ...
+
     def export(self, artifact_uri: str, fmt: str) -> str:
         """The blob key of the artifact exported as one file in `fmt` (built on first request); blocks."""
         ...
@@ -45,6 +47,7 @@ class ThreadJobLauncher:
         self.settings = settings
         self.threads: list[threading.Thread] = []
         self.training_requests: list[str] = []
+        self.expansion_requests: list[str] = []
 
     def submit_import(self, request: ImportRequest) -> None:
         thread = threading.Thread(target=self._run, args=(request,), daemon=True, name=f"import-{request.job_id}")
@@ -54,6 +57,10 @@ class ThreadJobLauncher:
     def submit_training(self, run_id: str) -> None:
         """Training needs Ray (Tune, tasks); in-process the run is recorded and stays queued."""
         self.training_requests.append(run_id)
+
+    def submit_expansion(self, job_id: str, model_id: str) -> None:
+        """Expansions need Ray (feature tasks); in-process the job is recorded and stays queued."""
+        self.expansion_requests.append(job_id)
 
     def export(self, artifact_uri: str, fmt: str) -> str:
         from cluster.artifacts import export_artifact

@@ -23,6 +23,7 @@ from cluster.catalog import runs as catalog_runs
 from cluster.catalog.actor import RayCatalog, get_catalog_actor
 from cluster.catalog.client import Catalog
 from cluster.config import Settings
+from cluster.expansion import fingerprint
 from cluster.feature_cache import cached_features
 from pipelines.candidates import (
     CandidateSpec,
@@ -315,6 +316,7 @@ def _search(run, settings: Settings, catalog: Catalog, progress, started: float,
         train, val = _cached_feature_sets(blobs, model.spec, policy, data, settings)
         own = np.concatenate([train.features, val.features]), np.concatenate([train.mirrored, val.mirrored])
     metrics["label_mistakes"] = label_mistakes(model, data, features=own)
+    metrics["dataset_fingerprint"] = fingerprint(snapshot)
     version = catalog.call_sync(
         catalog_runs.publish_version,
         run.owner_id,
@@ -327,6 +329,7 @@ def _search(run, settings: Settings, catalog: Catalog, progress, started: float,
         artifact_uri=winner["artifact"],
         metrics=metrics,
     )
+    _expand_with_later_changes(run, catalog, settings, metrics["dataset_fingerprint"])
     seconds = time.time() - started
     return {
         "summary": f"Version {version.version} is ready: {metrics['accuracy']:.1%} of the test pictures right "
@@ -339,6 +342,24 @@ def _search(run, settings: Settings, catalog: Catalog, progress, started: float,
         "leaderboard_size": len(specs),
         "reached_target": target is not None and metrics["accuracy"] >= target,
     }
+
+
+def _expand_with_later_changes(run, catalog: Catalog, settings: Settings, trained_on: str) -> None:
+    """Pictures or classes changed while the run trained on its snapshot: the version just published is
+    brought up to date by an expansion (a new head on the current data), so no change is silently dropped.
+    """
+    current = catalog.call_sync(catalog_runs.dataset_images, run.owner_id, run.model_id)
+    if fingerprint(current) == trained_on:
+        return
+    from cluster.catalog import jobs as catalog_jobs
+    from cluster.jobs import start_jobs_actor
+
+    job, created = catalog.call_sync(
+        catalog_jobs.request_expansion, run.owner_id, run.model_id, f"changes made while run {run.id} trained"
+    )
+    if created:
+        handle = start_jobs_actor(settings.ray_namespace)
+        ray.get(handle.submit_expansion.remote(job.id, run.model_id, settings.model_dump_json()))
 
 
 def _tune(run, settings: Settings, catalog: Catalog, data: Prepared, policy, specs, recorder, target, deadline) -> None:

@@ -174,3 +174,40 @@ def mark_interrupted(conn: Connection) -> list[str]:
             [now, now, ids],
         )
     return ids
+
+
+def request_expansion(conn: Connection, owner_id: str, model_id: str, reason: str) -> tuple[JobRecord, bool]:
+    """Ask for the model's head to be refitted on its data as it is now. Changes made close together share one
+    job: while an expansion job is still queued, later requests join it (their reasons are added) instead of
+    queueing another; a running one reads the data when it starts, so a request during it queues the next.
+    Returns (the job, whether it was newly created and must be started).
+    """
+    from cluster.catalog.models import get_owned_model
+
+    get_owned_model(conn, owner_id, model_id)
+    queued = conn.execute(
+        "SELECT id, params FROM jobs WHERE model_id = ? AND kind = 'expansion' AND status = 'queued'"
+        " ORDER BY created_at LIMIT 1",
+        [model_id],
+    ).fetchone()
+    if queued:
+        params = json.loads(queued[1] or "{}")
+        params["reasons"] = [*params.get("reasons", []), reason][-50:]
+        conn.execute(
+            "UPDATE jobs SET params = ?, updated_at = ? WHERE id = ?", [json.dumps(params), utcnow(), queued[0]]
+        )
+        return get_job(conn, queued[0]), False
+    job_id = new_id("job")
+    now = utcnow()
+    conn.execute(
+        "INSERT INTO jobs (id, owner_id, model_id, kind, status, params, message, created_at, updated_at)"
+        " VALUES (?, ?, ?, 'expansion', 'queued', ?, 'Waiting to update the model', ?, ?)",
+        [job_id, owner_id, model_id, json.dumps({"reasons": [reason]}), now, now],
+    )
+    return get_job(conn, job_id), True
+
+
+def seconds_since_update(conn: Connection, job_id: str) -> float:
+    """How long ago the job row last changed (a queued expansion changes each time a request joins it)."""
+    job = get_job(conn, job_id)
+    return max(0.0, (utcnow() - job.updated_at).total_seconds())

@@ -437,3 +437,17 @@ def run_shape(conn: Connection, run_id: str) -> list[tuple[int, int, bool]]:
         " WHERE s.run_id = ?",
         [run_id],
     ).fetchall()
+
+
+def dataset_images(conn: Connection, owner_id: str, model_id: str) -> list[SnapshotImage]:
+    """The model's accepted pictures as they are now (label, split, and where their bytes lie)."""
+    get_owned_model(conn, owner_id, model_id)
+    rows = conn.execute(
+        "SELECT i.id, i.label, i.split, i.sha256, b.pack, b.pack_offset, b.length FROM images i"
+        " JOIN blobs b ON b.sha256 = i.sha256 WHERE i.model_id = ? AND i.status = 'accepted' ORDER BY i.id",
+        [model_id],
+    ).fetchall()
+    return [
+        SnapshotImage(i, label, split, sha, BlobRef(pack, offset, length))
+        for i, label, split, sha, pack, offset, length in rows
+    ]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from starlette.concurrency import run_in_threadpool
 
+from cluster.catalog import jobs as catalog_jobs
+from cluster.catalog import models as catalog_models
 from cluster.catalog.jobs import JobRecord
 from cluster.catalog.models import ModelRecord
 from cluster.services import Services
@@ -58,3 +60,24 @@ async def forget_pictures(services: Services, shas: list[str]) -> None:
 
     if shas:
         await run_in_threadpool(drop)
+
+
+MODEL_UPDATE_HEADER = "Model-Update"
+
+
+async def request_model_update(
+    services: Services, owner_id: str, model_id: str, reason: str, response=None
+) -> JobRecord | None:
+    """After a change to a trained model's data: ask for a new head on the data as it is now (changes made
+    close together share one job). The job's URL goes into the `Model-Update` header of `response`.
+    Models without a trained version have nothing to update; None then.
+    """
+    model = await services.catalog.call(catalog_models.get_owned_model, owner_id, model_id)
+    if model.active_version is None:
+        return None
+    job, created = await services.catalog.call(catalog_jobs.request_expansion, owner_id, model_id, reason)
+    if created:
+        await run_in_threadpool(services.jobs.submit_expansion, job.id, model_id)
+    if response is not None:
+        response.headers[MODEL_UPDATE_HEADER] = f"/v1/jobs/{job.id}"
+    return job

@@ -17,7 +17,7 @@ from pipelines.errors import InvalidInput
 from pipelines.images import inspect_image, make_thumbnail
 from pipelines.zips import validate_class_name
 from serve.deps import CurrentUser, ServicesDep, quota_of
-from serve.routes.common import forget_pictures, thumbnail_key
+from serve.routes.common import forget_pictures, request_model_update, thumbnail_key
 from serve.routes.uploads import check_content_length, read_upload
 from serve.schemas import FileOutcome, ImagePublic, ImagesDelete, ImagesPublic, ImageUpdate, UploadOut
 
@@ -48,13 +48,19 @@ def image_public(record: ImageRecord) -> ImagePublic:
 async def upload_images(
     model_id: str,
     request: Request,
+    response: Response,
     principal: CurrentUser,
     services: ServicesDep,
     label: Annotated[str, Form(description="Class of these pictures; created when new", examples=["daisy"])],
     files: Annotated[list[UploadFile], File(description="One or more picture files")],
     split: Annotated[Literal["train", "test"] | None, Form()] = None,
 ) -> UploadOut:
-    """Add pictures to a class (one or many files); duplicates are skipped, unreadable files rejected."""
+    """Add pictures to a class (one or many files); duplicates are skipped, unreadable files rejected.
+
+    On a trained model, pictures of a new class (or more of an existing one) lead to a new version within
+    seconds, without training: a new head on the cached features. The `Model-Update` header links to that
+    job; several uploads close together become one version.
+    """
     check_content_length(request, services.settings.max_upload_bytes)
     await services.catalog.call(catalog_models.get_owned_model, principal.id, model_id)  # before storing any blob
     clean_label = validate_class_name(label)
@@ -81,6 +87,9 @@ async def upload_images(
         for o in outcomes
     ]
     counts = {kind: sum(1 for o in outcomes if o.status == kind) for kind in ("accepted", "duplicate", "rejected")}
+    if counts["accepted"]:
+        reason = f"{counts['accepted']} pictures of '{clean_label}'"
+        await request_model_update(services, principal.id, model_id, reason, response)
     return UploadOut(
         accepted=counts["accepted"],
         duplicates=counts["duplicate"],

@@ -15,7 +15,7 @@ from cluster.catalog.models import ModelSpec
 from pipelines.errors import InvalidInput
 from pipelines.images import inspect_image
 from serve.deps import CurrentUser, ServicesDep
-from serve.routes.common import forget_pictures, model_public
+from serve.routes.common import forget_pictures, model_public, request_model_update
 from serve.routes.uploads import read_upload
 from serve.schemas import (
     ClassCreate,
@@ -138,9 +138,13 @@ async def rename_class(
 
 
 @router.delete("/{model_id}/classes/{class_name}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_class(model_id: str, class_name: str, principal: CurrentUser, services: ServicesDep) -> None:
-    """Delete a class and its pictures."""
+async def delete_class(
+    model_id: str, class_name: str, principal: CurrentUser, services: ServicesDep, response: Response
+) -> None:
+    """Delete a class and its pictures. On a trained model a new version without the class follows within
+    seconds (a new head on the remaining classes); the `Model-Update` header links to that job."""
     if not class_name.strip():
         raise InvalidInput("Name the class to delete.")
     shas = await services.catalog.call(catalog_models.delete_class, principal.id, model_id, class_name)
     await forget_pictures(services, shas)
+    await request_model_update(services, principal.id, model_id, f"class '{class_name}' deleted", response)

@@ -8,12 +8,16 @@ from typing import Literal
 from fastapi import APIRouter, Query, Response, status
 from starlette.concurrency import run_in_threadpool
 
+from cluster.catalog import jobs as catalog_jobs
 from cluster.catalog import models as catalog_models
 from cluster.catalog import runs as catalog_runs
 from cluster.catalog.runs import RunRecord, TrialRecord, VersionRecord
-from pipelines.errors import NotFound
+from pipelines.errors import NotFound, NotReady
 from serve.deps import CurrentUser, ServicesDep
+from serve.routes.common import job_public, request_model_update
 from serve.schemas import (
+    JobPublic,
+    JobsPublic,
     RunDetail,
     RunProgress,
     RunPublic,
@@ -173,3 +177,28 @@ async def export_version(
     stem = re.sub(r"[^A-Za-z0-9._-]+", "-", model.name).strip("-.") or "model"
     disposition = f'attachment; filename="{stem}-v{version}.{format}"'
     return Response(data, media_type=EXPORT_MEDIA_TYPES[format], headers={"Content-Disposition": disposition})
+
+
+@router.post("/models/{model_id}/update", status_code=status.HTTP_202_ACCEPTED)
+async def update_model_now(
+    model_id: str, principal: CurrentUser, services: ServicesDep, response: Response
+) -> JobPublic:
+    """Bring the active version up to date with the data as it is now (classes added or removed, pictures
+    added, moved or deleted) in seconds, without training: a new head on the cached features, checked on the
+    test pictures and activated at once. Uploads and class deletions do this by themselves; call it after
+    edits such as moving pictures. If the quick update cannot tell the classes apart well enough, the job's
+    result says so (`retrain_recommended`) and the previous version stays one call away.
+    """
+    job = await request_model_update(services, principal.id, model_id, "asked for an update", response)
+    if job is None:
+        raise NotReady("This model has no trained version yet: train it once (POST /v1/models/{id}/train).")
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return job_public(job)
+
+
+@router.get("/models/{model_id}/updates")
+async def list_updates(model_id: str, principal: CurrentUser, services: ServicesDep) -> JobsPublic:
+    """The model's quick updates (expansions), newest first, with their results."""
+    await services.catalog.call(catalog_models.get_owned_model, principal.id, model_id)
+    jobs = await services.catalog.call(catalog_jobs.list_jobs, principal.id, model_id=model_id, kind="expansion")
+    return JobsPublic(data=[job_public(job) for job in jobs], count=len(jobs))

@@ -1,0 +1,242 @@
+"""Growing a model without retraining it: a new head fitted on cached features of the model's data as it is
+now (classes added or removed, pictures added), evaluated on the test pictures, checked against the version
+it replaces, and published as the next version in one catalog transaction, while the old one keeps answering.
+
+An expansion is a job (`jobs.kind = 'expansion'`). Changes made close together share one queued job
+(`catalog.jobs.request_expansion`); the jobs actor runs a model's expansions one after another, and each reads
+the data when it starts, so nothing the user did is dropped and nothing is fitted twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections import Counter
+from typing import Any
+
+import numpy as np
+
+from cluster.artifacts import MANIFEST, ArtifactManifest
+from cluster.blobs import BlobStore, open_blob_store
+from cluster.catalog import jobs as catalog_jobs
+from cluster.catalog import models as catalog_models
+from cluster.catalog import runs as catalog_runs
+from cluster.catalog.client import Catalog
+from cluster.config import Settings
+from cluster.feature_cache import cached_features
+from pipelines.candidates import CandidateSpec
+from pipelines.errors import ClassiflyError, Conflict, InvalidInput, NotReady
+from pipelines.images import PreprocessingPolicy
+from pipelines.zips import stratified_split
+
+logger = logging.getLogger("classifly.expansion")
+
+# The quality guard: a full retrain is recommended when a new class is recognised less often than this, or an
+# old class loses more than OLD_CLASS_DROP of its recall compared with the version being replaced.
+NEW_CLASS_MIN_RECALL = 0.7
+OLD_CLASS_DROP = 0.15
+MIN_TRAIN_PER_CLASS = 2
+QUIET_S = 2.0  # an expansion starts once no change has joined it for this long (changes close together: one version)
+
+
+def fingerprint(images) -> str:
+    """What the model was fitted on: the (picture, class, split) rows; equal fingerprints, equal data."""
+    digest = hashlib.sha256()
+    for image in sorted(images, key=lambda i: i.image_id):
+        digest.update(f"{image.image_id}:{image.label}:{image.split};".encode())
+    return digest.hexdigest()
+
+
+def expand(job, catalog: Catalog, blobs: BlobStore, settings: Settings, progress) -> dict[str, Any]:
+    """Fit, check and publish the next version of `job.model_id` on its current data; returns the job result."""
+    from cluster.training import MAX_LISTED, VAL_FRACTION, _prepare_batch, evaluate
+    from pipelines.features import FeatureSet, head_from_features
+
+    started = time.time()
+    owner_id, model_id = job.owner_id, job.model_id
+    model = catalog.call_sync(catalog_models.get_owned_model, owner_id, model_id)
+    if model.active_version is None:
+        raise NotReady("This model has no trained version yet: train it once, then classes can be added in seconds.")
+    base = catalog.call_sync(catalog_runs.get_version, owner_id, model_id, model.active_version)
+    manifest = ArtifactManifest(**json.loads(blobs.get(f"{base.artifact_uri}/{MANIFEST}")))
+    spec = CandidateSpec.from_dict(manifest.spec)
+    policy = PreprocessingPolicy.from_dict(manifest.policy)
+    if spec.kind != "frozen_head" or "head" not in manifest.files:
+        raise Conflict(
+            f"Version {base.version} is one whole network ({spec.title()}), so its classes cannot be changed "
+            "without training. Train the model again (POST /v1/models/{id}/train) to use the new data."
+        )
+    images = catalog.call_sync(catalog_runs.dataset_images, owner_id, model_id)
+    print_ = fingerprint(images)
+    if print_ == base.metrics.get("dataset_fingerprint"):
+        return {"version": base.version, "summary": f"Nothing changed since version {base.version}.", "changed": False}
+    train_counts = Counter(i.label for i in images if i.split == "train")
+    test_counts = Counter(i.label for i in images if i.split == "test")
+    classes = tuple(sorted(c for c in train_counts if train_counts[c] >= MIN_TRAIN_PER_CLASS and test_counts[c]))
+    left_out = sorted((set(train_counts) | set(test_counts)) - set(classes))
+    if len(classes) < 2:
+        raise InvalidInput(
+            "A model needs at least two classes with pictures for training and testing. Add pictures, then try again."
+        )
+    images = [i for i in images if i.label in classes]
+
+    progress(0, len(images), "Reading the features of the pictures")
+    shas = [i.sha256 for i in images]
+
+    def load(rows: np.ndarray) -> np.ndarray:
+        chosen = [images[r] for r in rows]
+        return _prepare_batch(
+            settings.blob_root,
+            [i.ref for i in chosen],
+            [f"{i.image_id}" for i in chosen],
+            policy.to_dict(),
+            settings.max_image_pixels,
+        )
+
+    cached = cached_features(
+        blobs,
+        spec,
+        policy,
+        shas,
+        load,
+        backbone_cache_dir=str(settings.data_dir / "backbones"),
+        parallelism=max(1, int(settings_cpus())),
+        report=lambda done, total: progress(done, total, f"Features of {done:,} of {total:,} pictures ready"),
+    )
+    features, mirrored = cached.features.astype(np.float32), cached.mirrored.astype(np.float32)
+    index = {name: k for k, name in enumerate(classes)}
+    labels = np.array([index[i.label] for i in images], dtype=np.int64)
+    train_rows = [k for k, i in enumerate(images) if i.split == "train"]
+    test_rows = np.array([k for k, i in enumerate(images) if i.split == "test"])
+    inner = stratified_split([images[k].label for k in train_rows], test_fraction=VAL_FRACTION, seed=7)
+    fit_rows = np.array([k for k, part in zip(train_rows, inner, strict=True) if part == "train"])
+    val_rows = np.array([k for k, part in zip(train_rows, inner, strict=True) if part == "test"] or fit_rows[:1])
+    progress(len(images), len(images), "Fitting the new head")
+    head, history = head_from_features(
+        spec,
+        FeatureSet(features[fit_rows], labels[fit_rows], mirrored[fit_rows]),
+        FeatureSet(features[val_rows], labels[val_rows], mirrored[val_rows]),
+        classes,
+    )
+    use_mirror = "flip" in spec.augmentation
+    proba = head.predict_proba_views(features[test_rows], mirrored[test_rows] if use_mirror else None)
+    ids = np.array([images[k].image_id for k in test_rows], dtype=np.int64)
+    metrics = evaluate(proba, labels[test_rows], classes, ids)
+    metrics["misclassified"] = metrics["misclassified"][:MAX_LISTED]
+    metrics["val_accuracy"] = history.best_val_accuracy
+    metrics["dataset_fingerprint"] = print_
+    added = sorted(set(classes) - set(base.classes))
+    removed = sorted(set(base.classes) - set(classes))
+    guard = quality_guard(metrics, base.metrics, added)
+    metrics["quality"] = guard
+    prefix = f"artifacts/expansions/{job.id}"
+    blobs.put(f"{prefix}/head.npz", head.to_bytes())
+    blobs.put(
+        f"{prefix}/{MANIFEST}",
+        ArtifactManifest(spec.to_dict(), policy.to_dict(), list(classes), {"head": "head.npz"}).to_json(),
+    )
+    version = catalog.call_sync(
+        catalog_runs.publish_version,
+        owner_id,
+        model_id,
+        source="expansion",
+        run_id=None,
+        classes=list(classes),
+        backbone=spec.backbone,
+        preprocessing=policy.to_dict(),
+        artifact_uri=prefix,
+        metrics=metrics,
+    )
+    changes = []
+    if added:
+        changes.append(f"added {', '.join(added)}")
+    if removed:
+        changes.append(f"removed {', '.join(removed)}")
+    what = "; ".join(changes) or "refitted on the new pictures"
+    summary = (
+        f"Version {version.version} answers now ({what}): {metrics['accuracy']:.1%} of the test pictures right, "
+        f"ready in {time.time() - started:.1f} s."
+    )
+    if guard["retrain_recommended"]:
+        summary += " " + guard["message"]
+    return {
+        "version": version.version,
+        "summary": summary,
+        "changed": True,
+        "added": added,
+        "removed": removed,
+        "left_out": left_out,
+        "accuracy": metrics["accuracy"],
+        "retrain_recommended": guard["retrain_recommended"],
+        "seconds": round(time.time() - started, 2),
+    }
+
+
+def quality_guard(metrics: dict[str, Any], previous: dict[str, Any], added: list[str]) -> dict[str, Any]:
+    """Whether the features tell the classes apart well enough, in words: new classes' recall, and old
+    classes' recall against the version being replaced."""
+    recall = {row["class"]: row["recall"] for row in metrics.get("per_class", [])}
+    before = {row["class"]: row["recall"] for row in previous.get("per_class", [])}
+    problems = [f"'{name}' is recognised in only {recall[name]:.0%} of its test pictures" for name in added
+                if recall.get(name, 0.0) < NEW_CLASS_MIN_RECALL]  # fmt: skip
+    problems += [
+        f"'{name}' dropped from {before[name]:.0%} to {recall[name]:.0%}"
+        for name in sorted(set(recall) & set(before))
+        if before[name] - recall[name] > OLD_CLASS_DROP
+    ]
+    if not problems:
+        return {"retrain_recommended": False, "problems": [], "message": ""}
+    message = (
+        "The quick update cannot tell the classes apart well enough (" + "; ".join(problems) + "). "
+        "A full training would learn features for them: press Train (POST /v1/models/{id}/train)."
+    )
+    return {"retrain_recommended": True, "problems": problems, "message": message}
+
+
+def settings_cpus() -> int:
+    import ray
+
+    return max(1, int(ray.available_resources().get("CPU", 1))) if ray.is_initialized() else 1
+
+
+def expansion_driver(job_id: str, settings_json: str, after: list | None = None) -> None:
+    """A Ray task: run one expansion job (after the model's previous one, when given) and record how it ended."""
+    import ray
+
+    from cluster.catalog.actor import RayCatalog, get_catalog_actor
+
+    if after:
+        ray.wait(after, num_returns=len(after))  # the model's previous expansion, whatever its outcome
+    settings = Settings.model_validate_json(settings_json)
+    catalog: Catalog = RayCatalog(get_catalog_actor(settings.ray_namespace))
+    blobs = open_blob_store(settings.blob_root)
+    while (quiet := catalog.call_sync(catalog_jobs.seconds_since_update, job_id)) < QUIET_S:
+        time.sleep(QUIET_S - quiet)  # let changes made in quick succession join this job
+    job = catalog.call_sync(catalog_jobs.start_job, job_id, message="Updating the model")
+
+    def progress(done: int, total: int, message: str) -> None:
+        catalog.call_sync(catalog_jobs.report_progress, job_id, done, total, message)
+
+    try:
+        result = expand(job, catalog, blobs, settings, progress)
+        catalog.call_sync(catalog_jobs.finish_job, job_id, status="succeeded", message=result["summary"], result=result)
+    except ClassiflyError as error:
+        catalog.call_sync(
+            catalog_jobs.finish_job,
+            job_id,
+            status="failed",
+            message=error.detail,
+            error={"code": error.code, "title": error.title, "detail": error.detail},
+        )
+    except Exception as error:
+        logger.exception("expansion job %s failed", job_id)
+        detail = "Updating the model stopped on an unexpected problem. The active version is unchanged; try again."
+        catalog.call_sync(
+            catalog_jobs.finish_job,
+            job_id,
+            status="failed",
+            message=detail,
+            error={"code": "internal", "detail": detail, "type": type(error).__name__},
+        )
