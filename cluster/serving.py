@@ -132,7 +132,7 @@ def features_for_requests(
     """
     from pipelines.features import extract_views
 
-    results: list[FeatureViews | None] = [None] * len(requests)
+    results: dict[int, FeatureViews] = {}
     groups: dict[ExtractorKey, list[int]] = {}
     for index, request in enumerate(requests):
         groups.setdefault(request.key, []).append(index)
@@ -143,7 +143,7 @@ def features_for_requests(
         mirrored_rows = iter(mirrored)
         for i, row, flag in zip(indexes, features, flags, strict=True):
             results[i] = FeatureViews(row, next(mirrored_rows) if flag else None)
-    return results
+    return [results[i] for i in range(len(requests))]
 
 
 def tensorflow_threads(threads: int) -> None:

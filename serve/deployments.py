@@ -31,6 +31,7 @@ from cluster.serving import (
     load_head,
     tensorflow_threads,
 )
+from pipelines.heads import Head
 
 MODELS_PER_REPLICA = 4  # whole models kept loaded by one FullModels replica (a decorator argument in Serve)
 
@@ -68,7 +69,7 @@ class Heads:
 
     def __init__(self, blob_root: str, cache_size: int):
         self.blobs = open_blob_store(blob_root)
-        self.heads = Lru(cache_size)
+        self.heads: Lru[Head] = Lru(cache_size)
 
     async def predict(self, ref: HeadRef, features: np.ndarray, mirrored: np.ndarray | None = None) -> np.ndarray:
         key = (ref.model_id, ref.version)

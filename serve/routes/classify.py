@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
@@ -20,6 +20,7 @@ from cluster.services import Services
 from pipelines.errors import ClassiflyError, InvalidInput, NotReady
 from pipelines.images import PreprocessingPolicy, load_for_model
 from pipelines.predictions import Answer, answers
+from serve.classifier import Scores
 from serve.deps import ClassifierDep, CurrentUser, ServicesDep
 from serve.problems import error_problem
 from serve.routes.uploads import check_content_length, read_upload
@@ -71,7 +72,7 @@ async def classify(
     if not usable:
         raise _nothing_classified(decoded, request.url.path)
 
-    scores = await classifier.classify(served, [item.image for item in usable])
+    scores = await classifier.classify(served, [item.image for item in usable if item.image is not None])
     threshold = services.settings.uncertain_below if uncertain_below is None else uncertain_below
     results = answers(scores.probabilities, scores.class_names, top_k=top_k, uncertain_below=threshold)
     latency_ms = round((time.perf_counter() - started) * 1000, 2)
@@ -127,22 +128,25 @@ async def classify_with_models(
                     load_for_model, data, name, policy, max_pixels=services.settings.max_image_pixels
                 )
         outcomes.append(outcome)
-    asked = [o for o in outcomes if isinstance(o, VersionRecord)]
+    asked = {o.model_id: o for o in outcomes if isinstance(o, VersionRecord)}
     answered = await classifier.classify_together(
-        [(v, pictures[PreprocessingPolicy.from_dict(v.preprocessing or {})]) for v in asked]
+        [(v, pictures[PreprocessingPolicy.from_dict(v.preprocessing or {})]) for v in asked.values()]
     )
-    by_model = dict(zip((v.model_id for v in asked), answered, strict=True))
+    replies: dict[str, Scores | ClassiflyError] = dict(zip(asked, answered, strict=True))
+    replies |= {m: o for m, o in zip(wanted, outcomes, strict=True) if isinstance(o, ClassiflyError)}
     threshold = services.settings.uncertain_below if uncertain_below is None else uncertain_below
     latency_ms = round((time.perf_counter() - started) * 1000, 2)
-    results, tasks, errors = [], {}, []
-    for model_id, outcome in zip(wanted, outcomes, strict=True):
-        scores = by_model.get(model_id, outcome)
+    results: list[ModelAnswer] = []
+    tasks: dict[str, list[NewTask]] = {}
+    errors: list[ClassiflyError] = []
+    for model_id in wanted:
+        scores = replies[model_id]
         if isinstance(scores, ClassiflyError):
             errors.append(scores)
             results.append(ModelAnswer(model_id=model_id, error=error_problem(scores, request.url.path)))
             continue
         (result,) = answers(scores.probabilities, scores.class_names, top_k=top_k, uncertain_below=threshold)
-        task = _task(result, outcome.version, latency_ms, sha256_hex(data))
+        task = _task(result, asked[model_id].version, latency_ms, sha256_hex(data))
         tasks[model_id] = [task]
         results.append(ModelAnswer(model_id=model_id, **_answer_fields(task, result)))
     if not tasks:
@@ -169,7 +173,7 @@ def _usable(version: VersionRecord | BaseException) -> VersionRecord | Classifly
     return version
 
 
-def _answer_fields(task: NewTask, result: Answer) -> dict[str, object]:
+def _answer_fields(task: NewTask, result: Answer) -> dict[str, Any]:
     return {
         "task_id": task.id,
         "version": task.version,
@@ -207,17 +211,19 @@ def _task(result: Answer, version: int, latency_ms: float, sha256: str | None) -
 
 
 def _outcome(item: Decoded, answered: tuple[NewTask, Answer] | None, instance: str) -> FileClassification:
-    if answered is None:
-        return FileClassification(name=item.name, error=error_problem(item.error, instance))
+    if item.error is not None or answered is None:
+        error = item.error or NotReady(f"'{item.name}' was not classified.")
+        return FileClassification(name=item.name, error=error_problem(error, instance))
     task, result = answered
     return FileClassification(name=item.name, **_answer_fields(task, result))
 
 
 def _nothing_classified(decoded: list[Decoded], instance: str) -> ClassiflyError:
     """The first file's error (its status and words), listing every file's problem when there were several."""
-    first = decoded[0].error
+    failed = [(item.name, item.error) for item in decoded if item.error is not None]
+    first = failed[0][1]
     if len(decoded) == 1:
         return first
     detail = f"None of the {len(decoded)} files could be classified (see 'files'). The first: {first.detail}"
-    files = [{"name": item.name, "error": error_problem(item.error, instance)} for item in decoded]
+    files = [{"name": name, "error": error_problem(error, instance)} for name, error in failed]
     return type(first)(detail, field=first.field, extra={**first.extra, "files": files})
