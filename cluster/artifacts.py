@@ -146,6 +146,13 @@ def load_trained(blobs: BlobStore, prefix: str, backbone_cache_dir: str | os.Pat
     from pipelines.features import FeatureExtractor
 
     manifest = ArtifactManifest(**json.loads(blobs.get(f"{prefix}/{MANIFEST}")))
+    if "base" in manifest.files:  # a from-scratch CNN's feature base with a refitted head (an expansion)
+        from pipelines.cnn import join_features
+
+        head = Head.from_bytes(blobs.get(f"{prefix}/{manifest.files['head']}"))
+        with blobs.local_path(f"{prefix}/{manifest.files['base']}") as path:
+            base = keras.models.load_model(path)
+        return LoadedModel(manifest, None, join_features(base, head), None)
     if "head" in manifest.files:
         head = Head.from_bytes(blobs.get(f"{prefix}/{manifest.files['head']}"))
         spec = CandidateSpec.from_dict(manifest.spec)

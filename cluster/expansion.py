@@ -14,6 +14,7 @@ import json
 import logging
 import time
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,7 @@ from cluster.catalog import models as catalog_models
 from cluster.catalog import runs as catalog_runs
 from cluster.catalog.client import Catalog
 from cluster.config import Settings
-from cluster.feature_cache import cached_features
+from cluster.feature_cache import base_feature_key, feature_key, features_from_cache
 from pipelines.candidates import CandidateSpec
 from pipelines.errors import ClassiflyError, Conflict, InvalidInput, NotReady
 from pipelines.images import PreprocessingPolicy
@@ -63,9 +64,9 @@ def expand(job, catalog: Catalog, blobs: BlobStore, settings: Settings, progress
     manifest = ArtifactManifest(**json.loads(blobs.get(f"{base.artifact_uri}/{MANIFEST}")))
     spec = CandidateSpec.from_dict(manifest.spec)
     policy = PreprocessingPolicy.from_dict(manifest.policy)
-    if spec.kind != "frozen_head" or "head" not in manifest.files:
+    if spec.kind == "finetune":
         raise Conflict(
-            f"Version {base.version} is one whole network ({spec.title()}), so its classes cannot be changed "
+            f"Version {base.version} is one fine-tuned network ({spec.title()}), so its classes cannot be changed "
             "without training. Train the model again (POST /v1/models/{id}/train) to use the new data."
         )
     images = catalog.call_sync(catalog_runs.dataset_images, owner_id, model_id)
@@ -95,9 +96,23 @@ def expand(job, catalog: Catalog, blobs: BlobStore, settings: Settings, progress
             settings.max_image_pixels,
         )
 
-    cached = cached_features(
+    prefix = f"artifacts/expansions/{job.id}"
+    files = {"head": "head.npz"}
+    if spec.kind == "scratch_cnn":
+        # The from-scratch CNN's layers up to its feature layer are the base (stored first, with the new head
+        # next to it); its features of every picture are cached under the base's content like a backbone's.
+        base_bytes = _cnn_base_bytes(blobs, base.artifact_uri, manifest, settings)
+        blobs.put(f"{prefix}/base.keras", base_bytes)
+        files["base"] = "base.keras"
+        key = base_feature_key(f"{prefix}/base.keras", base_bytes, policy)
+        source: tuple = ("base", settings.blob_root, f"{prefix}/base.keras")
+        fit_spec = replace(spec, augmentation=frozenset(), head="softmax")
+    else:
+        key, source, fit_spec = feature_key(spec, policy), ("backbone", spec.to_dict()), spec
+    cached = features_from_cache(
         blobs,
-        spec,
+        key,
+        source,
         policy,
         shas,
         load,
@@ -115,12 +130,12 @@ def expand(job, catalog: Catalog, blobs: BlobStore, settings: Settings, progress
     val_rows = np.array([k for k, part in zip(train_rows, inner, strict=True) if part == "test"] or fit_rows[:1])
     progress(len(images), len(images), "Fitting the new head")
     head, history = head_from_features(
-        spec,
+        fit_spec,
         FeatureSet(features[fit_rows], labels[fit_rows], mirrored[fit_rows]),
         FeatureSet(features[val_rows], labels[val_rows], mirrored[val_rows]),
         classes,
     )
-    use_mirror = "flip" in spec.augmentation
+    use_mirror = "flip" in fit_spec.augmentation
     proba = head.predict_proba_views(features[test_rows], mirrored[test_rows] if use_mirror else None)
     ids = np.array([images[k].image_id for k in test_rows], dtype=np.int64)
     metrics = evaluate(proba, labels[test_rows], classes, ids)
@@ -131,12 +146,9 @@ def expand(job, catalog: Catalog, blobs: BlobStore, settings: Settings, progress
     removed = sorted(set(base.classes) - set(classes))
     guard = quality_guard(metrics, base.metrics, added)
     metrics["quality"] = guard
-    prefix = f"artifacts/expansions/{job.id}"
     blobs.put(f"{prefix}/head.npz", head.to_bytes())
-    blobs.put(
-        f"{prefix}/{MANIFEST}",
-        ArtifactManifest(spec.to_dict(), policy.to_dict(), list(classes), {"head": "head.npz"}).to_json(),
-    )
+    manifest_out = ArtifactManifest(spec.to_dict(), policy.to_dict(), list(classes), files)
+    blobs.put(f"{prefix}/{MANIFEST}", manifest_out.to_json())
     version = catalog.call_sync(
         catalog_runs.publish_version,
         owner_id,
@@ -172,6 +184,24 @@ def expand(job, catalog: Catalog, blobs: BlobStore, settings: Settings, progress
         "retrain_recommended": guard["retrain_recommended"],
         "seconds": round(time.time() - started, 2),
     }
+
+
+def _cnn_base_bytes(blobs: BlobStore, artifact_uri: str, manifest: ArtifactManifest, settings: Settings) -> bytes:
+    """The stored feature base of a from-scratch CNN version: its own base file, or cut from its whole model."""
+    if "base" in manifest.files:
+        return blobs.get(f"{artifact_uri}/{manifest.files['base']}")
+    import tempfile
+    from pathlib import Path
+
+    from cluster.artifacts import load_trained
+    from pipelines.cnn import split_features
+
+    model = load_trained(blobs, artifact_uri, settings.data_dir / "backbones")
+    base, _ = split_features(model.keras_model, model.class_names)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "base.keras"
+        base.save(path)
+        return path.read_bytes()
 
 
 def quality_guard(metrics: dict[str, Any], previous: dict[str, Any], added: list[str]) -> dict[str, Any]:

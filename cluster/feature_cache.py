@@ -11,6 +11,7 @@ duplicate row (the first row of a picture wins).
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import uuid
@@ -95,22 +96,43 @@ class FeatureCache:
         self.blobs.put(f"{self.prefix}{uuid.uuid4().hex}.npz", buffer.getvalue())
 
 
-def _extract_batch(
-    pictures: np.ndarray, spec_dict: dict, image_size: int, cache_dir: str
-) -> tuple[np.ndarray, np.ndarray]:
-    """Features of a batch of prepared pictures and of their mirror images (a Ray task, or inline)."""
+def _extractor(source: tuple, image_size: int, cache_dir: str):
+    """The feature extractor a source names, loaded once per worker process: ("backbone", spec dict) for a
+    pretrained backbone, ("base", blob root, blob key) for a stored feature base (a CNN cut before its head).
+    """
     from pipelines.features import FeatureExtractor
 
-    spec = CandidateSpec.from_dict(spec_dict)
-    lookup = (spec.backbone, spec.input_size, spec.color, image_size)
-    if lookup not in _EXTRACTORS:
-        if ray.is_initialized() and ray.get_runtime_context().get_task_id() is not None:
-            from pipelines.training import configure_threads
+    lookup = (*[str(part) for part in source], image_size)
+    if lookup in _EXTRACTORS:
+        return _EXTRACTORS[lookup]
+    if ray.is_initialized() and ray.get_runtime_context().get_task_id() is not None:
+        from pipelines.training import configure_threads
 
-            configure_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
-        _EXTRACTORS[lookup] = FeatureExtractor.for_spec(spec, image_size=image_size, cache_dir=cache_dir)
-    plain, mirrored = _EXTRACTORS[lookup].extract_with_mirror(pictures)
+        configure_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
+    if source[0] == "backbone":
+        spec = CandidateSpec.from_dict(source[1])
+        extractor = FeatureExtractor.for_spec(spec, image_size=image_size, cache_dir=cache_dir)
+    else:
+        import keras
+
+        from cluster.blobs import open_blob_store
+
+        with open_blob_store(source[1]).local_path(source[2]) as path:
+            extractor = FeatureExtractor(keras.models.load_model(path))
+    _EXTRACTORS[lookup] = extractor
+    return extractor
+
+
+def _extract_batch(pictures: np.ndarray, source: tuple, image_size: int, cache_dir: str) -> tuple[np.ndarray, ...]:
+    """Features of a batch of prepared pictures and of their mirror images (a Ray task, or inline)."""
+    plain, mirrored = _extractor(source, image_size, cache_dir).extract_with_mirror(pictures)
     return plain.astype(np.float16), mirrored.astype(np.float16)
+
+
+def base_feature_key(base_key: str, base_bytes: bytes, policy: PreprocessingPolicy) -> str:
+    """The cache of a stored feature base: named by the base's content, so copies of it share one cache."""
+    digest = hashlib.sha256(base_bytes).hexdigest()[:20]
+    return f"base-{digest}-{policy.color}-{policy.image_size}px-{policy.resize}-v{CACHE_FORMAT}"
 
 
 def cached_features(
@@ -124,8 +146,34 @@ def cached_features(
     parallelism: int | None = None,
     report: Callable[[int, int], None] | None = None,
 ) -> CachedFeatures:
-    """The features of `pictures` (identified by `shas`) for `spec`'s backbone: read from the cache, the
-    missing ones computed in batches and added to the cache batch by batch (work done before a stop is
+    """`features_from_cache` for a pretrained backbone candidate."""
+    return features_from_cache(
+        blobs,
+        feature_key(spec, policy),
+        ("backbone", spec.to_dict()),
+        policy,
+        shas,
+        pictures,
+        backbone_cache_dir=backbone_cache_dir,
+        parallelism=parallelism,
+        report=report,
+    )
+
+
+def features_from_cache(
+    blobs: BlobStore,
+    key: str,
+    source: tuple,
+    policy: PreprocessingPolicy,
+    shas: Sequence[str],
+    pictures: np.ndarray | Callable[[np.ndarray], np.ndarray],
+    *,
+    backbone_cache_dir: str,
+    parallelism: int | None = None,
+    report: Callable[[int, int], None] | None = None,
+) -> CachedFeatures:
+    """The features of `pictures` (identified by `shas`) from `source` (see `_extractor`): read from the cache
+    `key`, the missing ones computed in batches and added to the cache batch by batch (work done before a stop is
     kept). `parallelism` Ray tasks compute at once; None computes here (inside a trial, on its CPUs).
     `pictures` are the prepared pictures, or a function giving those of some rows (then only the pictures
     whose features are missing are ever decoded).
@@ -139,7 +187,7 @@ def cached_features(
             return prepared[rows]
     else:
         load = pictures
-    cache = FeatureCache(blobs, feature_key(spec, policy))
+    cache = FeatureCache(blobs, key)
     found, cached = cache.load(shas)
     missing = np.flatnonzero(~found)
     done = int(found.sum())
@@ -147,7 +195,7 @@ def cached_features(
         report(done, len(shas))
     if len(missing) == 0 and cached is not None:
         return cached
-    spec_dict, side = spec.to_dict(), policy.image_size
+    side = policy.image_size
     batches = [missing[start : start + EXTRACT_BATCH] for start in range(0, len(missing), EXTRACT_BATCH)]
     results: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
 
@@ -161,7 +209,7 @@ def cached_features(
 
     if parallelism is None:
         for rows in batches:
-            keep(rows, *_extract_batch(load(rows), spec_dict, side, backbone_cache_dir))
+            keep(rows, *_extract_batch(load(rows), source, side, backbone_cache_dir))
     else:
         task = ray.remote(num_cpus=1, max_retries=1)(_extract_batch)
         queue = iter(batches)
@@ -170,7 +218,7 @@ def cached_features(
         def submit() -> None:
             rows = next(queue, None)
             if rows is not None:
-                pending[task.remote(load(rows), spec_dict, side, backbone_cache_dir)] = rows
+                pending[task.remote(load(rows), source, side, backbone_cache_dir)] = rows
 
         for _ in range(max(1, parallelism)):
             submit()

@@ -86,6 +86,8 @@ def serving_plan(blobs: BlobStore, artifact_uri: str) -> ServingPlan:
     spec: dict[str, Any] = manifest["spec"]
     policy = PreprocessingPolicy.from_dict(manifest["policy"])
     head_file = manifest["files"].get("head")
+    if "base" in manifest["files"]:
+        head_file = None  # a from-scratch CNN's base with a refitted head: served as one whole model
     extractor = None
     if head_file is not None:
         extractor = ExtractorKey(spec["backbone"], int(spec["input_size"]), spec["color"], policy.image_size)

@@ -73,6 +73,25 @@ def split_features(model: keras.Model, class_names: tuple[str, ...]) -> tuple[ke
     return base, Head(weights=kernel, bias=bias, class_names=tuple(class_names))
 
 
+def join_features(base: keras.Model, head: Head) -> keras.Model:
+    """The inverse of `split_features`: a feature base and a numpy head (e.g. refitted for new classes) as
+    one Keras model from pictures to probabilities, with the same layer names (so it can be split again).
+    """
+    if int(base.output_shape[-1]) != head.feature_dim:
+        raise InvalidInput(f"The head expects {head.feature_dim} features but the base gives {base.output_shape[-1]}.")
+    x = base.output
+    hidden = None
+    if head.hidden_weights is not None:
+        hidden = layers.Dense(head.hidden_weights.shape[1], activation="relu", name="head_hidden")
+        x = hidden(x)
+    classifier = layers.Dense(head.num_classes, activation="softmax", name=CLASSIFIER_LAYER)
+    model = keras.Model(base.inputs, classifier(x), name="scratch_cnn")
+    if hidden is not None:
+        hidden.set_weights([head.hidden_weights, head.hidden_bias])
+    classifier.set_weights([head.weights, head.bias])
+    return model
+
+
 def _check_shape(input_shape: tuple[int, ...]) -> tuple[int, int, int]:
     if len(input_shape) != 3 or input_shape[0] != input_shape[1] or input_shape[2] not in (1, 3):
         raise InvalidInput(f"Pictures must be square with 1 or 3 channels, not of shape {tuple(input_shape)}.")

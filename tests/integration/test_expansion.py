@@ -171,3 +171,31 @@ def test_the_quality_guard_speaks_up_for_a_class_the_features_cannot_separate(pl
     assert "full training" in job["result"]["summary"]
     updates = platform.http.get(f"/v1/models/{model_id}/updates", headers=headers).json()
     assert updates["count"] >= 4 and updates["data"][0]["id"] == job["id"]
+
+
+def test_a_from_scratch_cnn_grows_too(platform) -> None:
+    headers = platform.login("cnn-grower")
+    model_id = platform.http.post("/v1/models", json={"name": "CNN patterns"}, headers=headers).json()["id"]
+    for kind in ("horizontal", "vertical"):
+        upload(platform, headers, model_id, kind, pictures(kind, 25, seed=30 + len(kind)))
+    body = {"kinds": ["scratch_cnn"], "max_epochs": 8, "time_budget_s": 300}
+    run_url = platform.http.post(f"/v1/models/{model_id}/train", json=body, headers=headers).headers["Location"]
+    run = wait_until(
+        lambda: (r := platform.http.get(run_url, headers=headers).json())["status"] not in ("queued", "running") and r,
+        600,
+        "the CNN training run",
+        interval_s=1,
+    )
+    assert run["status"] == "succeeded", run
+
+    added = upload(platform, headers, model_id, "checker", pictures("checker", 25, 31))
+
+    job = finished_update(platform, headers, added)
+
+    assert job["status"] == "succeeded", job
+    grown = active(platform, headers, model_id)
+    assert grown["source"] == "expansion" and grown["classes"] == ["checker", "horizontal", "vertical"]
+    assert classify(platform, headers, model_id, pictures("checker", 1, seed=32)[0]) == "checker"
+    export_url = f"/v1/models/{model_id}/versions/{grown['version']}/export"
+    exported = platform.http.get(export_url, headers=headers, timeout=300)
+    assert exported.status_code == 200, exported.text

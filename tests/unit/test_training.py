@@ -78,6 +78,24 @@ def test_cnn_template_splits_into_feature_base_and_head() -> None:
     np.testing.assert_allclose(head.predict_proba(base(images).numpy()), model(images).numpy(), atol=1e-5)
 
 
+def test_a_split_cnn_joins_back_with_its_own_or_a_refitted_head() -> None:
+    from pipelines.cnn import join_features
+    from pipelines.heads import Head
+
+    model = build_scratch_cnn(CNN, (16, 16, 1), 3)
+    images, _ = pictures(4, 16, 1, seed=5)
+    base, head = split_features(model, CLASSES)
+
+    joined = join_features(base, head)
+
+    np.testing.assert_allclose(joined(images).numpy(), model(images).numpy(), atol=1e-6)
+    wider = Head(np.ones((64, 4), np.float32), np.zeros(4, np.float32), (*CLASSES, "new"))
+    grown = join_features(base, wider)
+    assert grown.output_shape == (None, 4)
+    again, head_again = split_features(grown, wider.class_names)  # a grown model splits like a trained one
+    assert head_again.class_names == wider.class_names and again.output_shape == (None, 64)
+
+
 def test_cnn_refuses_too_many_stages_for_the_size() -> None:
     with pytest.raises(InvalidInput, match="stages"):
         build_scratch_cnn(replace(CNN, cnn_depth=6), (16, 16, 1), 3)
