@@ -119,8 +119,17 @@ class ImportRequest:
     parallelism: int = 2
 
 
-def run_import(request: ImportRequest, catalog: Catalog, blobs: BlobStore, mapper: Mapper = serial_map) -> dict:
-    """Carry out one import job from start to report; the job row says how it went, whatever happens."""
+def run_import(
+    request: ImportRequest,
+    catalog: Catalog,
+    blobs: BlobStore,
+    mapper: Mapper = serial_map,
+    on_new_pictures: Callable[[ImportRequest], str | None] | None = None,
+) -> dict:
+    """Carry out one import job from start to report; the job row says how it went, whatever happens.
+    `on_new_pictures` runs once pictures were added (e.g. to update a trained model); the URL it returns
+    goes into the report as `model_update`.
+    """
     started = time.perf_counter()
     try:
         with blobs.local_path(request.upload_key) as path:
@@ -151,6 +160,11 @@ def run_import(request: ImportRequest, catalog: Catalog, blobs: BlobStore, mappe
         phases["save"] = time.perf_counter() - started - sum(phases.values())
         report = build_report(plan, outcomes.rows(), seconds=time.perf_counter() - started)
         report["phase_seconds"] = {name: round(value, 2) for name, value in phases.items()}
+        if on_new_pictures is not None and any(o.status == "accepted" for o in outcomes.rows()):
+            update = on_new_pictures(request)
+            if update is not None:
+                report["model_update"] = update
+                report["summary"] += " The model is being updated with them (no training needed)."
         # Clean up before the job turns final, so whoever sees it finished also sees the upload gone.
         blobs.delete(request.upload_key)
         catalog.call_sync(

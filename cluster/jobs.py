@@ -36,9 +36,34 @@ def ray_map(parallelism: int, cpus_per_task: float = 0.5) -> Callable[[Callable[
     return mapper
 
 
-def _import_driver(request: ImportRequest, namespace: str) -> None:
+def _import_driver(request: ImportRequest, namespace: str, settings_json: str = "") -> None:
     catalog = RayCatalog(get_catalog_actor(namespace))
-    run_import(request, catalog, open_blob_store(request.blob_root), ray_map(request.parallelism))
+
+    def update_trained_model(done: ImportRequest) -> str | None:
+        """A zip into a trained model (new class folders, more pictures): a new version follows in seconds."""
+        from cluster.catalog import jobs as catalog_jobs
+        from cluster.catalog import models as catalog_models
+
+        if not settings_json:
+            return None
+        model = catalog.call_sync(catalog_models.get_owned_model, done.owner_id, done.model_id)
+        if model.active_version is None:
+            return None
+        job, created = catalog.call_sync(
+            catalog_jobs.request_expansion, done.owner_id, done.model_id, f"pictures imported by job {done.job_id}"
+        )
+        if created:
+            handle = ray.get_actor(JOBS_ACTOR, namespace=namespace)
+            ray.get(handle.submit_expansion.remote(job.id, done.model_id, settings_json))
+        return f"/v1/jobs/{job.id}"
+
+    run_import(
+        request,
+        catalog,
+        open_blob_store(request.blob_root),
+        ray_map(request.parallelism),
+        on_new_pictures=update_trained_model,
+    )
 
 
 class JobsActor:
@@ -50,9 +75,9 @@ class JobsActor:
         self.expansions: dict[str, ray.ObjectRef] = {}  # model id -> its latest expansion driver
         self.driver = ray.remote(num_cpus=0, max_retries=0)(_import_driver)
 
-    def submit_import(self, request: ImportRequest) -> None:
+    def submit_import(self, request: ImportRequest, settings_json: str = "") -> None:
         self._prune()
-        self.running[request.job_id] = self.driver.remote(request, self.namespace)
+        self.running[request.job_id] = self.driver.remote(request, self.namespace, settings_json)
 
     def submit_training(self, run_id: str, settings_json: str) -> None:
         from cluster.training import training_driver
@@ -104,7 +129,7 @@ class RayJobLauncher:
         self.settings_json = settings_json
 
     def submit_import(self, request: ImportRequest) -> None:
-        ray.get(self.handle.submit_import.remote(request))
+        ray.get(self.handle.submit_import.remote(request, self.settings_json))
 
     def submit_training(self, run_id: str) -> None:
         ray.get(self.handle.submit_training.remote(run_id, self.settings_json))

@@ -27,6 +27,7 @@ def picture(kind: str, rng: np.random.Generator) -> bytes:
         "vertical": cols // 4 % 2,
         "checker": (rows // 4 + cols // 4) % 2,
         "dots": ((rows % 8 - 4) ** 2 + (cols % 8 - 4) ** 2 < 6).astype(int),
+        "diagonal": (rows + cols) // 4 % 2,
     }[kind]
     noisy = np.clip(pattern * 190 + rng.integers(0, 60, (SIDE, SIDE)), 0, 255).astype(np.uint8)
     data = io.BytesIO()
@@ -171,6 +172,24 @@ def test_the_quality_guard_speaks_up_for_a_class_the_features_cannot_separate(pl
     assert "full training" in job["result"]["summary"]
     updates = platform.http.get(f"/v1/models/{model_id}/updates", headers=headers).json()
     assert updates["count"] >= 4 and updates["data"][0]["id"] == job["id"]
+
+
+def test_a_zip_of_new_class_folders_updates_a_trained_model(platform, trained) -> None:
+    headers, model_id = trained
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for i, data in enumerate(pictures("diagonal", 20, seed=41)):
+            archive.writestr(f"diagonal/{i}.png", data)
+
+    zip_headers = {**headers, "Content-Type": "application/zip"}
+    started = platform.http.post(f"/v1/models/{model_id}/imports", content=buffer.getvalue(), headers=zip_headers)
+
+    imported = platform.wait_for_job(headers, started.headers["Location"])
+    assert imported["status"] == "succeeded", imported
+    assert "being updated" in imported["result"]["summary"]
+    update = platform.wait_for_job(headers, imported["result"]["model_update"], deadline_s=300)
+    assert update["status"] == "succeeded" and "diagonal" in update["result"]["added"], update
+    assert "diagonal" in active(platform, headers, model_id)["classes"]
 
 
 def test_a_from_scratch_cnn_grows_too(platform) -> None:
