@@ -7,12 +7,14 @@ plain-words problem for network failures, so pages show a sentence and what to d
 from __future__ import annotations
 
 import os
+from datetime import datetime
 from typing import IO, Any
 from urllib.parse import quote
 
 import httpx
 
 from ui.api_types import (
+    Classification,
     ClassInfo,
     Cleanup,
     DatasetStats,
@@ -21,12 +23,15 @@ from ui.api_types import (
     Job,
     Me,
     Model,
+    ModelStats,
     Problem,
     Run,
     RunDetail,
     Session,
     SignInAccount,
     Storage,
+    Task,
+    TasksPage,
     Token,
     TokenCreated,
     TrainOptions,
@@ -36,9 +41,11 @@ from ui.api_types import (
 )
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
+MODEL_UPDATE_HEADER = "Model-Update"  # on uploads and class deletions of a trained model: the update job's URL
 TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 UPLOAD_TIMEOUT = httpx.Timeout(3600.0, connect=5.0)  # a multi-gigabyte zip over a slow link
 EXPORT_TIMEOUT = httpx.Timeout(600.0, connect=5.0)  # the API converts the model (TensorFlow Lite) before answering
+CLASSIFY_TIMEOUT = httpx.Timeout(120.0, connect=5.0)  # a version's first request loads it
 
 _client: httpx.Client | None = None
 
@@ -246,8 +253,9 @@ def rename_class(token: str, model_id: str, name: str, new_name: str) -> ClassIn
     return ClassInfo.model_validate(response.json())
 
 
-def delete_class(token: str, model_id: str, name: str) -> None:
-    _request("DELETE", _class_path(model_id, name), token)
+def delete_class(token: str, model_id: str, name: str) -> str | None:
+    """Delete a class and its pictures; on a trained model, the id of the update (job) that removes it."""
+    return _update_job_id(_request("DELETE", _class_path(model_id, name), token))
 
 
 def _class_path(model_id: str, name: str) -> str:
@@ -258,6 +266,7 @@ def _class_path(model_id: str, name: str) -> str:
 
 
 def upload_images(token: str, model_id: str, label: str, files: list[tuple[str, bytes]]) -> UploadResult:
+    """Add pictures to a class; on a trained model, `update_job_id` is the update (job) they started."""
     response = _request(
         "POST",
         f"/v1/models/{model_id}/images",
@@ -266,7 +275,13 @@ def upload_images(token: str, model_id: str, label: str, files: list[tuple[str, 
         files=[("files", (name, data)) for name, data in files],
         timeout=UPLOAD_TIMEOUT,
     )
-    return UploadResult.model_validate(response.json())
+    return UploadResult.model_validate({**response.json(), "update_job_id": _update_job_id(response)})
+
+
+def _update_job_id(response: httpx.Response) -> str | None:
+    """The job id in a `Model-Update: /v1/jobs/{id}` header, if the answer has one."""
+    url = response.headers.get(MODEL_UPDATE_HEADER, "").strip().rstrip("/")
+    return url.rsplit("/", 1)[-1] or None
 
 
 def list_images(
@@ -373,3 +388,84 @@ def export_version(token: str, model_id: str, version: int, fmt: str) -> bytes:
     """A version as a file to download: fmt "keras" (a .keras model) or "tflite" (TensorFlow Lite)."""
     path = f"/v1/models/{model_id}/versions/{version}/export"
     return _request("GET", path, token, params={"format": fmt}, timeout=EXPORT_TIMEOUT).content
+
+
+# --- model updates (classes added or removed without training) ----------------------------------------------
+
+
+def update_model_now(token: str, model_id: str) -> Job:
+    """Bring the answering version up to date with the pictures as they are now (after moves or deletions)."""
+    return Job.model_validate(_request("POST", f"/v1/models/{model_id}/update", token).json())
+
+
+def list_updates(token: str, model_id: str) -> list[Job]:
+    """The model's updates, newest first (their `result` reads as `ui.api_types.UpdateResult`)."""
+    body = _request("GET", f"/v1/models/{model_id}/updates", token).json()
+    return [Job.model_validate(item) for item in body["data"]]
+
+
+# --- classification, tasks, feedback, statistics ---------------------------------------------------------------
+
+
+def classify(
+    token: str,
+    model_id: str,
+    files: list[tuple[str, bytes]],
+    *,
+    top_k: int = 3,
+    version: int | None = None,
+    uncertain_below: float | None = None,
+) -> Classification:
+    """Classify pictures with the answering version (or `version`); one answer or problem per file."""
+    params: dict[str, Any] = {"top_k": top_k}
+    if version is not None:
+        params["version"] = version
+    if uncertain_below is not None:
+        params["uncertain_below"] = uncertain_below
+    response = _request(
+        "POST",
+        f"/v1/models/{model_id}/classify",
+        token,
+        params=params,
+        files=[("files", (name, data)) for name, data in files],
+        timeout=CLASSIFY_TIMEOUT,
+    )
+    return Classification.model_validate(response.json())
+
+
+def list_tasks(
+    token: str,
+    model_id: str,
+    *,
+    version: int | None = None,
+    feedback: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = 20,
+    offset: int = 0,
+) -> TasksPage:
+    """A model's classified pictures, newest first; feedback: "none", "given", "confirmed" or "corrected"."""
+    params: dict[str, Any] = {"model_id": model_id, "limit": limit, "offset": offset}
+    optional = {"version": version, "feedback": feedback, "since": since, "until": until}
+    params |= {
+        name: value.isoformat() if isinstance(value, datetime) else value
+        for name, value in optional.items()
+        if value is not None
+    }
+    return TasksPage.model_validate(_request("GET", "/v1/tasks", token, params=params).json())
+
+
+def get_task(token: str, task_id: str) -> Task:
+    return Task.model_validate(_request("GET", f"/v1/tasks/{task_id}", token).json())
+
+
+def give_feedback(token: str, task_id: str, *, correct: bool | None = None, label: str | None = None) -> Task:
+    """Confirm an answer (correct=True) or give the right class (label=...); later feedback replaces it."""
+    body = {name: value for name, value in {"correct": correct, "label": label}.items() if value is not None}
+    return Task.model_validate(_request("POST", f"/v1/tasks/{task_id}/feedback", token, json=body).json())
+
+
+def model_stats(token: str, model_id: str, days: int = 30) -> ModelStats:
+    """Traffic, answer times, confidence and accuracy in use (from feedback) over the last `days`."""
+    response = _request("GET", f"/v1/models/{model_id}/stats", token, params={"days": days})
+    return ModelStats.model_validate(response.json())

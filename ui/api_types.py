@@ -112,6 +112,7 @@ class UploadResult(ApiModel):
     duplicates: int
     rejected: int
     results: list[FileOutcome]
+    update_job_id: str | None = None  # on a trained model: the update (job) the pictures started (Model-Update)
 
 
 class Progress(ApiModel):
@@ -334,3 +335,145 @@ class Version(ApiModel):
     backbone: str | None = None
     metrics: Evaluation = Evaluation()
     created_at: datetime
+
+
+# --- model updates (expansions: classes added or removed without training) -----------------------------------
+
+
+class UpdateResult(ApiModel):
+    """What a finished model update did (the `result` of a job of kind "expansion")."""
+
+    version: int | None = None
+    summary: str = ""
+    changed: bool = True
+    added: list[str] = []
+    removed: list[str] = []
+    left_out: list[str] = []
+    accuracy: float | None = None
+    retrain_recommended: bool = False
+    seconds: float | None = None
+
+    @classmethod
+    def of(cls, job: Job) -> UpdateResult | None:
+        """The job's result, or None when it has none (yet) or one the UI cannot read."""
+        try:
+            return cls.model_validate(job.result) if job.result else None
+        except ValidationError:
+            return None
+
+
+# --- classification, tasks and feedback ------------------------------------------------------------------------
+
+
+class LabelScore(ApiModel):
+    label: str
+    probability: float
+
+
+class FileAnswer(ApiModel):
+    """One uploaded picture's answer, or (`error`) why it was not classified."""
+
+    name: str
+    task_id: str | None = None
+    version: int | None = None
+    label: str | None = None
+    confidence: float | None = None
+    uncertain: bool | None = None
+    top: list[LabelScore] = []
+    error: Problem | None = None
+
+
+class Classification(ApiModel):
+    model_id: str
+    version: int
+    classified: int
+    failed: int
+    uncertain_below: float
+    latency_ms: float
+    results: list[FileAnswer]
+
+
+class Feedback(ApiModel):
+    correct: bool
+    label: str | None = None
+    created_at: datetime | None = None
+
+
+class Task(ApiModel):
+    """One classified picture (the API keeps the answer, not the picture)."""
+
+    id: str
+    model_id: str
+    version: int
+    label: str
+    confidence: float
+    uncertain: bool = False
+    top: list[LabelScore] = []
+    latency_ms: float | None = None
+    created_at: datetime
+    feedback: Feedback | None = None
+
+
+class TasksPage(ApiModel):
+    data: list[Task]
+    count: int
+
+
+class Count(ApiModel):
+    start: datetime
+    count: int
+
+
+class Latency(ApiModel):
+    p50_ms: float | None = None
+    p90_ms: float | None = None
+    p99_ms: float | None = None
+
+
+class ConfidenceCount(ApiModel):
+    low: float
+    high: float
+    count: int
+
+
+class FieldAccuracy(ApiModel):
+    """Of `feedback` answers the owner checked, `correct` were right; `low`..`high` is the 95 % interval."""
+
+    feedback: int = 0
+    correct: int = 0
+    accuracy: float | None = None
+    low: float = 0.0
+    high: float = 1.0
+
+
+class ClassField(ApiModel):
+    label: str
+    tasks: int
+    field: FieldAccuracy
+
+
+class DayField(ApiModel):
+    start: datetime
+    field: FieldAccuracy
+
+
+class VersionField(ApiModel):
+    version: int
+    tasks: int
+    evaluated_accuracy: float | None = None
+    field: FieldAccuracy = FieldAccuracy()
+    per_class: list[ClassField] = []
+    per_day: list[DayField] = []
+    alert: str | None = None
+
+
+class ModelStats(ApiModel):
+    model_id: str
+    since: datetime
+    tasks: int = 0
+    uncertain: int = 0
+    per_hour: list[Count] = []
+    per_day: list[Count] = []
+    latency: Latency = Latency()
+    confidence: list[ConfidenceCount] = []
+    versions: list[VersionField] = []

@@ -27,6 +27,13 @@ THUMBNAILS = "classifly.thumbnails"  # thumbnail bytes by content hash, for this
 TRAIN_ERROR = "classifly.train_error"  # a refusal met by the Cancel button (a callback), shown on the next run
 REVIEW_SOURCE = "classifly.review_source"  # per model: review the possible label mistakes or one class
 EXPORT_FILE = "classifly.export_file"  # per model: (version, format, bytes) of the export ready to download
+UPDATE_JOB = "classifly.update_job"  # per model: id of the model update (job) being followed
+UPDATE_DONE = "classifly.update_done"  # per model: the finished update (Job) whose outcome is shown until hidden
+CLASSIFIED = "classifly.classified"  # per model: the last classification (list of ui.sections.classify.Shown)
+CLASSIFY_ROUND = "classifly.classify_round"  # per model: how many times pictures were classified (empties uploads)
+FEEDBACK_GIVEN = "classifly.feedback_given"  # per task id: the Task as the API answered the feedback
+FEEDBACK_ERROR = "classifly.feedback_error"  # a refusal met by a Right / Wrong button (a callback), shown next run
+HISTORY_PAGE = "classifly.history_page"  # per model: the page of the history table
 
 # streamlit-authenticator's
 AUTH_STATUS = "authentication_status"

@@ -22,15 +22,18 @@ from tests.factories import make_image
 from ui import api_client, state
 from ui.api_client import ApiError
 from ui.api_types import (
+    Classification,
     ClassInfo,
     DatasetStats,
     Image,
     ImagesPage,
     Job,
     Model,
+    ModelStats,
     Problem,
     Progress,
     RunDetail,
+    Task,
     User,
     Version,
 )
@@ -310,6 +313,118 @@ def list_pet_images(token: str, model_id: str, *, label=None, status="accepted",
         return make_rejects("This is not a picture.")
     everything = make_images(label or "cat", 6, first_id=100 if label == "dog" else 1)
     return ImagesPage(data=everything.data[offset : offset + limit], count=everything.count)
+
+
+def make_update(status: str = "succeeded", result: dict | None = None, job_id: str = "job_up1", **extra: Any) -> Job:
+    """A model update (expansion job) as GET /v1/jobs/{id} and GET /v1/models/{id}/updates answer."""
+    values = {
+        "id": job_id,
+        "kind": "expansion",
+        "status": status,
+        "model_id": "mdl_1",
+        "progress": extra.pop("progress", {"done": 0, "total": 0, "fraction": 0.0}),
+        "message": extra.pop("message", ""),
+        "result": result,
+        "error": extra.pop("error", None),
+        "created_at": NOW,
+        "url": f"/v1/jobs/{job_id}",
+    }
+    return Job.model_validate({**values, **extra})
+
+
+UPDATE_RESULT = {
+    "version": 3,
+    "summary": "Version 3 answers now (added checker): 92.0% of the test pictures right, ready in 2.1 s.",
+    "changed": True,
+    "added": ["checker"],
+    "removed": [],
+    "left_out": [],
+    "accuracy": 0.92,
+    "retrain_recommended": False,
+    "seconds": 2.1,
+}
+
+
+def make_answer(name: str, label: str = "cat", confidence: float = 0.92, **extra: Any) -> dict:
+    """One file's answer inside POST /v1/models/{id}/classify."""
+    other = "cat" if label == "dog" else "dog"
+    values = {
+        "name": name,
+        "task_id": f"tsk_{name}",
+        "version": 2,
+        "label": label,
+        "confidence": confidence,
+        "uncertain": confidence < 0.5,
+        "top": [{"label": label, "probability": confidence}, {"label": other, "probability": 1 - confidence}],
+        "error": None,
+    }
+    return {**values, **extra}
+
+
+def make_classification(*answers: dict) -> Classification:
+    failed = sum(1 for a in answers if a.get("error"))
+    return Classification.model_validate(
+        {
+            "model_id": "mdl_1",
+            "version": 2,
+            "classified": len(answers) - failed,
+            "failed": failed,
+            "uncertain_below": 0.5,
+            "latency_ms": 12.5,
+            "results": list(answers),
+        }
+    )
+
+
+def make_task(task_id: str, label: str = "cat", confidence: float = 0.9, **extra: Any) -> Task:
+    values = {
+        "id": task_id,
+        "model_id": "mdl_1",
+        "version": 2,
+        "label": label,
+        "confidence": confidence,
+        "uncertain": confidence < 0.5,
+        "top": [{"label": label, "probability": confidence}],
+        "latency_ms": 8.0,
+        "created_at": NOW,
+        "feedback": None,
+        "url": f"/v1/tasks/{task_id}",
+    }
+    return Task.model_validate({**values, **extra})
+
+
+def field_accuracy(feedback: int, correct: int) -> dict:
+    accuracy = correct / feedback if feedback else None
+    return {"feedback": feedback, "correct": correct, "accuracy": accuracy, "low": 0.3, "high": 0.7}
+
+
+def make_model_stats(tasks: int = 42, alert: str | None = None, **extra: Any) -> ModelStats:
+    """GET /v1/models/{id}/stats: version 2 answers, 20 of its answers were checked, 10 right."""
+    values = {
+        "model_id": "mdl_1",
+        "since": NOW,
+        "tasks": tasks,
+        "uncertain": 6,
+        "per_hour": [{"start": NOW, "count": 30}, {"start": "2026-05-01T13:00:00", "count": 12}],
+        "per_day": [{"start": "2026-04-30T00:00:00", "count": 10}, {"start": NOW, "count": 32}],
+        "latency": {"p50_ms": 14.0, "p90_ms": 30.0, "p99_ms": 80.0},
+        "confidence": [{"low": 0.9, "high": 1.0, "count": 36}],
+        "versions": [
+            {
+                "version": 2,
+                "tasks": tasks,
+                "evaluated_accuracy": 0.875,
+                "field": field_accuracy(20, 10),
+                "per_class": [{"label": "cat", "tasks": 30, "field": field_accuracy(12, 6)}],
+                "per_day": [
+                    {"start": "2026-04-30T00:00:00", "field": field_accuracy(8, 5)},
+                    {"start": NOW, "field": field_accuracy(12, 5)},
+                ],
+                "alert": alert,
+            }
+        ],
+    }
+    return ModelStats.model_validate({**values, **extra})
 
 
 PNG = make_image(size=(8, 8))

@@ -151,3 +151,65 @@ def test_an_export_is_bytes_and_a_refused_one_says_why(serve_with) -> None:
     with pytest.raises(ApiError) as caught:
         api_client.export_version("cfs_abc", "mdl_1", 1, "tflite")
     assert caught.value.problem.detail == "Version 1 has no stored network to export."
+
+
+def test_uploads_and_class_deletions_return_the_model_update_they_started(serve_with) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        headers = {"Model-Update": "/v1/jobs/job_42"} if "trained" in request.url.path else {}
+        if request.method == "DELETE":
+            return httpx.Response(204, headers=headers)
+        body = {"accepted": 1, "duplicates": 0, "rejected": 0, "results": []}
+        return httpx.Response(201, json=body, headers=headers)
+
+    serve_with(handler)
+
+    assert api_client.upload_images("cfs_abc", "trained", "cat", [("a.png", b"x")]).update_job_id == "job_42"
+    assert api_client.upload_images("cfs_abc", "new", "cat", [("a.png", b"x")]).update_job_id is None
+    assert api_client.delete_class("cfs_abc", "trained", "cat") == "job_42"
+    assert api_client.delete_class("cfs_abc", "new", "cat") is None
+
+
+def test_classify_sends_the_files_and_only_the_chosen_options(serve_with) -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        problem = {"type": "about:blank", "title": "Invalid input", "detail": "Not a picture.", "status": 422}
+        results = [
+            {"name": "a.png", "task_id": "tsk_1", "version": 2, "label": "cat", "confidence": 0.9, "uncertain": False,
+             "top": [{"label": "cat", "probability": 0.9}], "error": None},
+            {"name": "b.png", "error": problem},
+        ]  # fmt: skip
+        body = {"model_id": "mdl_1", "version": 2, "classified": 1, "failed": 1, "uncertain_below": 0.5}
+        return httpx.Response(200, json={**body, "latency_ms": 3.0, "results": results})
+
+    serve_with(handler)
+    answer = api_client.classify("cfs_abc", "mdl_1", [("a.png", b"x"), ("b.png", b"y")], top_k=2)
+
+    assert dict(seen[0].url.params) == {"top_k": "2"}
+    assert seen[0].content.count(b'name="files"') == 2
+    assert [r.label for r in answer.results] == ["cat", None]
+    assert answer.results[1].error.detail == "Not a picture."
+
+
+def test_tasks_filters_and_feedback_bodies(serve_with) -> None:
+    seen: list[httpx.Request] = []
+    task = {"id": "tsk_1", "model_id": "mdl_1", "version": 2, "label": "cat", "confidence": 0.9,
+            "created_at": "2026-05-01T12:00:00Z", "feedback": {"correct": False, "label": "dog"}}  # fmt: skip
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.url.path == "/v1/tasks":
+            return httpx.Response(200, json={"data": [task], "count": 1})
+        return httpx.Response(200, json=task)
+
+    serve_with(handler)
+    page = api_client.list_tasks("cfs_abc", "mdl_1", feedback="none", offset=20)
+    corrected = api_client.give_feedback("cfs_abc", "tsk_1", label="dog")
+    api_client.give_feedback("cfs_abc", "tsk_1", correct=True)
+
+    assert dict(seen[0].url.params) == {"model_id": "mdl_1", "feedback": "none", "limit": "20", "offset": "20"}
+    assert page.count == 1 and page.data[0].label == "cat"
+    assert seen[1].url.path == "/v1/tasks/tsk_1/feedback"
+    assert [json.loads(r.content) for r in seen[1:]] == [{"label": "dog"}, {"correct": True}]
+    assert corrected.feedback is not None and corrected.feedback.label == "dog"

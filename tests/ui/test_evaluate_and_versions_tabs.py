@@ -31,6 +31,7 @@ def trained(api: FakeApi) -> FakeApi:
     api.returns("get_model", make_model(status="ready", active_version=2))
     api.returns("list_versions", [make_version(2), make_version(1, active=False, metrics={**METRICS, "accuracy": 0.5})])
     api.returns("thumbnail", PNG)
+    api.returns("list_updates", [])
     return api
 
 

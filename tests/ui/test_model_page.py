@@ -1,5 +1,6 @@
 """A model's page: the Data tab (overview, import with progress and report, gallery, review, classes, rejects),
-the honest "coming" tabs, the API examples and the settings. Train, Evaluate and Versions have their own files."""
+the API examples and the settings. Train, Evaluate, Versions, Classify, History and model updates have their own
+files."""
 
 from __future__ import annotations
 
@@ -254,18 +255,12 @@ def test_add_an_empty_class_rename_and_delete_a_class(pets: FakeApi) -> None:
     assert pets.called("delete_class") == [((TOKEN, "mdl_1", "cat"), {})]
 
 
-@pytest.mark.parametrize(
-    ("tab", "words"),
-    [
-        pytest.param("Classify", "Classification arrives in a coming version", id="classify"),
-        pytest.param("History", "History arrives in a coming version", id="history"),
-    ],
-)
-def test_capabilities_not_built_yet_say_so(pets: FakeApi, tab: str, words: str) -> None:
-    app = model_app(tab)
+def test_only_the_open_tab_does_its_work(pets: FakeApi) -> None:
+    app = model_app("Classify")  # the model is not trained yet
 
-    assert any(words in i.value for i in app.info)
-    assert pets.called("thumbnail") == [] and len(app.metric) == 0  # only the open tab does its work
+    assert any(i.value.startswith("Nothing can answer yet.") for i in app.info)
+    assert [name for name, _, _ in pets.calls] == ["get_model"]
+    assert len(app.metric) == 0
 
 
 def test_api_tab_has_this_models_id_and_the_server_url(pets: FakeApi) -> None:

@@ -10,6 +10,7 @@ from ui import state
 from ui.api_client import ApiError
 from ui.api_types import ClassInfo, Model
 from ui.components import notice, show_problem
+from ui.sections.model_update import follow_update
 
 PICTURE_TYPES = ["png", "jpg", "jpeg", "gif", "webp", "bmp", "tif", "tiff"]
 NEW_CLASS = "➕ A new class"
@@ -49,6 +50,7 @@ def _upload(token: str, model: Model, label: str, files: list) -> None:
     except ApiError as err:
         show_problem(err)
     st.session_state[state.keyed(state.UPLOAD_RESULT, model.id)] = result
+    follow_update(model.id, result.update_job_id)
     notice(f"Added {result.accepted} pictures to '{label}'.")
     st.rerun()
 
@@ -94,8 +96,9 @@ def render_manage_classes(token: str, model: Model, classes: list[ClassInfo]) ->
             sure = st.checkbox(f"Yes, delete '{chosen}' and its {count:,} pictures", key="classes.sure")
             if st.button("Delete class", key="classes.delete", disabled=not sure, type="primary"):
                 try:
-                    api.delete_class(token, model.id, chosen)
+                    update_job_id = api.delete_class(token, model.id, chosen)
                 except ApiError as err:
                     show_problem(err)
+                follow_update(model.id, update_job_id)
                 notice(f"Deleted the class '{chosen}'.")
                 st.rerun()

@@ -12,6 +12,7 @@ from ui import state
 from ui.api_client import ApiError
 from ui.api_types import ClassInfo, Image, Model
 from ui.components import notice, show_problem
+from ui.sections.model_update import edit_hint
 
 PAGE_SIZE = 24
 COLUMNS = 6
@@ -144,7 +145,7 @@ def _selection_actions(token: str, model: Model, classes: list[ClassInfo], label
         except ApiError as err:
             show_problem(err)
         _forget_ticks(selected)
-        notice(f"Moved {len(selected)} pictures to '{target}'.")
+        notice(f"Moved {len(selected)} pictures to '{target}'." + edit_hint(model))
         st.rerun()
     if delete_column.button("Delete", key="gallery.delete", icon=":material/delete:"):
         try:
@@ -152,7 +153,7 @@ def _selection_actions(token: str, model: Model, classes: list[ClassInfo], label
         except ApiError as err:
             show_problem(err)
         _forget_ticks(selected)
-        notice(f"Deleted {len(selected)} pictures.")
+        notice(f"Deleted {len(selected)} pictures." + edit_hint(model))
         st.rerun()
 
 

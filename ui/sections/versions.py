@@ -1,5 +1,5 @@
 """The Versions tab: every version of the model (how it was made, its classes, its accuracy), making an earlier
-one answer again (a rollback), and downloading one as a file."""
+one answer again (a rollback), the quick updates (and "Update the model now"), and downloading one as a file."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from ui import state
 from ui.api_client import ApiError
 from ui.api_types import Model, Version
 from ui.components import notice, percent, show_problem
+from ui.sections.model_update import render_updates
 
-SOURCE_WORDS = {"training": "training", "expansion": "adding classes", "rollback": "rollback"}
+SOURCE_WORDS = {"training": "training", "expansion": "quick update", "rollback": "rollback"}
 FORMATS = {
     "keras": ("Keras (.keras): for Python with TensorFlow", "keras"),
     "tflite": ("TensorFlow Lite (.tflite): for phones and small devices", "tflite"),
@@ -58,6 +59,7 @@ def render_versions(token: str, model: Model) -> None:
         "worse, make an earlier one answer again."
     )
     render_table(token, model, versions)
+    render_updates(token, model)
     render_export(token, model, versions)
 
 

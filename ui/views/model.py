@@ -1,5 +1,6 @@
-"""One model, in tabs: its data (import, chart, gallery, review), training, evaluation, what is coming (classify,
-history), its versions, copy-paste API examples, and its settings."""
+"""One model, in tabs: its data (import, chart, gallery, review), training, evaluation, classifying pictures, the
+history of answers with feedback and figures, its versions and quick updates, copy-paste API examples, and its
+settings. A quick update (after pictures are added or a class deleted) is followed above the tabs."""
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ import streamlit as st
 from ui import api_client as api
 from ui import state
 from ui.api_client import ApiError
-from ui.components import api_token, coming, human_duration, show_notice, show_problem, status_words, target_words
+from ui.components import api_token, human_duration, show_notice, show_problem, status_words, target_words
 from ui.sections import classes as class_section
 from ui.sections import dataset, gallery, review
 from ui.sections.api_examples import render_api_examples
+from ui.sections.classify import render_classify
 from ui.sections.evaluation import render_evaluation
+from ui.sections.history import render_history
 from ui.sections.model_settings import render_settings
+from ui.sections.model_update import render_update_status
 from ui.sections.training import render_training
 from ui.sections.versions import render_versions
 
@@ -43,6 +47,7 @@ st.caption(
     f"goal: {target_words(model.target_accuracy)} · training at most {human_duration(model.time_budget_s)}."
 )
 show_notice()
+render_update_status(token, model)
 
 # Stateful tabs, so only the open tab does its work (not bound to the URL: st.switch_page cannot clear a
 # bound query parameter, and "Delete model" switches pages).
@@ -77,19 +82,11 @@ if evaluate.open:
 
 if classify.open:
     with classify:
-        coming(
-            "Classification",
-            "upload one or many pictures, or use your camera, and see the most likely classes with their "
-            "confidence, including a 'none of the above' flag.",
-        )
+        render_classify(token, model)
 
 if history.open:
     with history:
-        coming(
-            "History",
-            "every classification request with confirm and correct buttons, accuracy in the field over time, "
-            "and requests per hour and day.",
-        )
+        render_history(token, model)
 
 if versions.open:
     with versions:
