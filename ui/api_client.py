@@ -38,6 +38,7 @@ from ui.api_types import (
     UploadResult,
     User,
     Version,
+    job_id_of,
 )
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
@@ -280,8 +281,7 @@ def upload_images(token: str, model_id: str, label: str, files: list[tuple[str, 
 
 def _update_job_id(response: httpx.Response) -> str | None:
     """The job id in a `Model-Update: /v1/jobs/{id}` header, if the answer has one."""
-    url = response.headers.get(MODEL_UPDATE_HEADER, "").strip().rstrip("/")
-    return url.rsplit("/", 1)[-1] or None
+    return job_id_of(response.headers.get(MODEL_UPDATE_HEADER))
 
 
 def list_images(

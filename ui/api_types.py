@@ -340,6 +340,11 @@ class Version(ApiModel):
 # --- model updates (expansions: classes added or removed without training) -----------------------------------
 
 
+def job_id_of(url: str | None) -> str | None:
+    """The job id in a job URL such as `/v1/jobs/job_42` (the `Model-Update` header, an import's `model_update`)."""
+    return (url or "").strip().rstrip("/").rsplit("/", 1)[-1] or None
+
+
 class UpdateResult(ApiModel):
     """What a finished model update did (the `result` of a job of kind "expansion")."""
 

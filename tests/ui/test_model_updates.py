@@ -15,6 +15,7 @@ from tests.ui.conftest import (
     assert_no_exception,
     list_pet_images,
     make_classes,
+    make_job,
     make_model,
     make_stats,
     make_update,
@@ -196,3 +197,20 @@ def test_the_camera_is_off_until_asked_for(trained: FakeApi) -> None:
 
     assert_no_exception(app)
     assert len(app.get("camera_input")) == 1
+
+
+def test_an_import_into_a_trained_model_follows_the_update_it_started(trained: FakeApi) -> None:
+    summary = "Added 3 pictures in 1 classes. The model is being updated with them (no training needed)."
+    jobs = {
+        "job_1": make_job("succeeded", 3, 3, result={"summary": summary, "model_update": "/v1/jobs/u3"}),
+        "u3": make_update("running", job_id="u3", message="Fitting the new head"),
+    }
+    trained.answers_with("get_job", lambda token, job_id: jobs[job_id])
+    app = signed_in_app(PAGE, query={"model": "mdl_1"})
+    app.session_state[state.keyed(state.IMPORT_JOB, "mdl_1")] = "job_1"  # an import being followed
+    app.run()
+
+    assert_no_exception(app)
+    assert [args[1] for args, _ in trained.called("get_job")] == ["job_1", "u3"]
+    assert summary in [s.value for s in app.success]
+    assert progress_texts(app) == ["Updating the model … Fitting the new head"]

@@ -8,8 +8,9 @@ import streamlit as st
 from ui import api_client as api
 from ui import state
 from ui.api_client import ApiError
-from ui.api_types import DatasetStats, Job, Model
+from ui.api_types import DatasetStats, Job, Model, job_id_of
 from ui.components import human_bytes, notice, show_problem
+from ui.sections.model_update import follow_update
 
 LAYOUTS = (
     (
@@ -124,6 +125,7 @@ def follow_import(token: str, model_id: str, job_id: str) -> None:
     st.session_state.pop(state.keyed(state.IMPORT_JOB, model_id), None)
     if job.status == "succeeded":
         notice((job.result or {}).get("summary", "The import is done."))
+        follow_update(model_id, job_id_of((job.result or {}).get("model_update")))  # a trained model's update
     st.rerun(scope="app")
 
 
