@@ -171,9 +171,18 @@ def expand(job, catalog: Catalog, blobs: BlobStore, settings: Settings, progress
         f"Version {version.version} answers now ({what}): {metrics['accuracy']:.1%} of the test pictures right, "
         f"ready in {time.time() - started:.1f} s."
     )
+    retrain_run = None
     if guard["retrain_recommended"]:
         summary += " " + guard["message"]
+        if model.options.get("auto_retrain"):
+            retrain_run = _start_retrain(catalog, settings, owner_id, model_id, model)
+            summary += (
+                f" A full training started by itself ({retrain_run}); this version answers until it is done."
+                if retrain_run
+                else " A training run is already going; it will use the new data next time."
+            )
     return {
+        "retrain_run": retrain_run,
         "version": version.version,
         "summary": summary,
         "changed": True,
@@ -184,6 +193,22 @@ def expand(job, catalog: Catalog, blobs: BlobStore, settings: Settings, progress
         "retrain_recommended": guard["retrain_recommended"],
         "seconds": round(time.time() - started, 2),
     }
+
+
+def _start_retrain(catalog: Catalog, settings: Settings, owner_id: str, model_id: str, model) -> str | None:
+    """The user opted in (`auto_retrain`): a full training run on the data as it is now; its URL, or None when
+    a run is already training the model."""
+    import ray
+
+    from cluster.jobs import start_jobs_actor
+
+    config = {"target_accuracy": model.target_accuracy, "time_budget_s": model.time_budget_s, "advanced": {}}
+    try:
+        run = catalog.call_sync(catalog_runs.create_run, owner_id, model_id, config)
+    except Conflict:
+        return None
+    ray.get(start_jobs_actor(settings.ray_namespace).submit_training.remote(run.id, settings.model_dump_json()))
+    return f"/v1/runs/{run.id}"
 
 
 def _cnn_base_bytes(blobs: BlobStore, artifact_uri: str, manifest: ArtifactManifest, settings: Settings) -> bytes:

@@ -77,6 +77,9 @@ class ModelCreate(BaseModel):
     description: str = Field("", max_length=2000)
     target_accuracy: float | None = Field(None, gt=0, le=1, description="e.g. 0.95; null = as good as possible")
     time_budget_s: int = Field(600, ge=10, le=604800, description="Longest a training run may take, in seconds")
+    auto_retrain: bool = Field(
+        False, description="When a quick update (classes added without training) is not good enough, train again"
+    )
 
 
 class ModelUpdate(BaseModel):
@@ -84,6 +87,7 @@ class ModelUpdate(BaseModel):
     description: str | None = Field(None, max_length=2000)
     target_accuracy: float | None = Field(None, gt=0, le=1)
     time_budget_s: int | None = Field(None, ge=10, le=604800)
+    auto_retrain: bool | None = None
 
 
 class ModelPublic(Public):
@@ -93,6 +97,7 @@ class ModelPublic(Public):
     status: Literal["needs_data", "ready_to_train", "ready"]
     target_accuracy: float | None
     time_budget_s: int
+    auto_retrain: bool = False
     active_version: int | None
     num_classes: int
     num_images: int

@@ -23,6 +23,7 @@ def model_public(record: ModelRecord) -> ModelPublic:
         **{name: getattr(record, name) for name in ModelPublic.model_fields if hasattr(record, name)},
         status=state,
         has_sample_image=record.sample_sha256 is not None,
+        auto_retrain=bool(record.options.get("auto_retrain", False)),
     )
 
 

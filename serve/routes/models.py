@@ -34,7 +34,8 @@ router = APIRouter(prefix="/models", tags=["models"])
 @router.post("", status_code=status.HTTP_201_CREATED)
 async def create_model(body: ModelCreate, principal: CurrentUser, services: ServicesDep) -> ModelPublic:
     """Create an empty model; add classes and pictures next."""
-    spec = ModelSpec(body.name, body.description, body.target_accuracy, body.time_budget_s)
+    options = {"auto_retrain": body.auto_retrain}
+    spec = ModelSpec(body.name, body.description, body.target_accuracy, body.time_budget_s, options=options)
     return model_public(await services.catalog.call(catalog_models.create_model, principal.id, spec))
 
 
@@ -58,8 +59,11 @@ async def get_model(model_id: str, principal: CurrentUser, services: ServicesDep
 
 @router.patch("/{model_id}")
 async def update_model(model_id: str, body: ModelUpdate, principal: CurrentUser, services: ServicesDep) -> ModelPublic:
-    """Rename a model or change its description, target accuracy or time budget."""
+    """Rename a model or change its description, target accuracy, time budget or automatic retraining."""
     changes = body.model_dump(exclude_unset=True)
+    if "auto_retrain" in changes:
+        current = await services.catalog.call(catalog_models.get_owned_model, principal.id, model_id)
+        changes["options"] = {**current.options, "auto_retrain": bool(changes.pop("auto_retrain"))}
     record = await services.catalog.call(catalog_models.update_model, principal.id, model_id, changes)
     return model_public(record)
 

@@ -102,6 +102,18 @@ def test_update_model_changes_only_what_is_sent(client: TestClient, alice: Accou
     assert cleared.json()["target_accuracy"] is None
 
 
+def test_automatic_retraining_is_opt_in(client: TestClient, alice: Account, model_id: str) -> None:
+    assert client.get(f"/v1/models/{model_id}", headers=alice.headers).json()["auto_retrain"] is False
+    created = client.post("/v1/models", json={"name": "grows", "auto_retrain": True}, headers=alice.headers).json()
+    assert created["auto_retrain"] is True
+
+    switched = client.patch(f"/v1/models/{model_id}", json={"auto_retrain": True}, headers=alice.headers)
+
+    assert switched.status_code == 200 and switched.json()["auto_retrain"] is True
+    renamed = client.patch(f"/v1/models/{model_id}", json={"name": "other"}, headers=alice.headers).json()
+    assert renamed["auto_retrain"] is True  # other edits keep it
+
+
 @pytest.mark.parametrize(
     "body",
     [

@@ -163,6 +163,8 @@ def test_two_quick_additions_become_one_version_with_both(platform, trained) -> 
 
 def test_the_quality_guard_speaks_up_for_a_class_the_features_cannot_separate(platform, trained) -> None:
     headers, model_id = trained
+    opted_in = {"auto_retrain": True, "time_budget_s": 60}
+    assert platform.http.patch(f"/v1/models/{model_id}", json=opted_in, headers=headers).status_code == 200
 
     twin = upload(platform, headers, model_id, "vertical-too", pictures("vertical", 20, 21))
 
@@ -170,6 +172,15 @@ def test_the_quality_guard_speaks_up_for_a_class_the_features_cannot_separate(pl
     assert job["status"] == "succeeded", job
     assert job["result"]["retrain_recommended"] is True, job
     assert "full training" in job["result"]["summary"]
+    retrain = job["result"]["retrain_run"]  # the user opted in: a full training started by itself
+    assert retrain and retrain.startswith("/v1/runs/"), job
+    assert platform.http.post(f"{retrain}/cancel", headers=headers).status_code == 200
+    wait_until(
+        lambda: platform.http.get(retrain, headers=headers).json()["status"] not in ("queued", "running"),
+        180,
+        "the automatic retrain to stop",
+    )
+    platform.http.patch(f"/v1/models/{model_id}", json={"auto_retrain": False}, headers=headers)
     updates = platform.http.get(f"/v1/models/{model_id}/updates", headers=headers).json()
     assert updates["count"] >= 4 and updates["data"][0]["id"] == job["id"]
 
