@@ -3,7 +3,10 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.bench-installed
 ONLY ?=
+DATASETS ?=
+QUICK ?=
 PYTEST_ARGS ?=
 # TensorFlow imports 4x slower without bytecode (see docs/ARCHITECTURE.md, "Operations").
 export UV_COMPILE_BYTECODE := 1
@@ -48,8 +51,14 @@ format: setup
 test: setup lint browser-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: setup
-	$(BIN)/python -m bench $(if $(ONLY),--only $(ONLY),)
+# The benchmarks' baselines (AutoKeras, KerasTuner) come with the `bench` extra, installed only here.
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+# make bench [ONLY=import,training] [DATASETS=mnist,flowers] [QUICK=1]
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench $(if $(ONLY),--only $(ONLY),) $(if $(DATASETS),--datasets $(DATASETS),) $(if $(QUICK),--quick,)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache test-output

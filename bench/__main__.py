@@ -1,4 +1,5 @@
-"""``python -m bench [--only import,...] [--data DIR] [--smoke]``: run benchmarks, write bench/results and RESULTS.md.
+"""``python -m bench [--only import,training] [--datasets mnist,...] [--data DIR] [--smoke]``: run benchmarks,
+write bench/results and RESULTS.md.
 
 Exits non-zero only when a benchmark crashes; a missed target is a result, reported in the table and the JSON.
 """
@@ -11,11 +12,12 @@ import time
 import traceback
 from pathlib import Path
 
-from bench import import_bench
+from bench import import_bench, training_bench
 from bench.common import RESULTS_DIR, Context, cache_dir, data_dir, log
+from bench.datasets import ALL_DATASETS
 
 # name -> run(Context) -> Path of the JSON written, or None when skipped (no data)
-BENCHMARKS = {"import": import_bench.run}
+BENCHMARKS = {"import": import_bench.run, "training": training_bench.run}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -24,7 +26,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--data", metavar="DIR", help="datasets folder (default: $CLASSIFLY_BENCH_DATA or ../shared/data)"
     )
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes, to check the benchmark code in seconds")
+    parser.add_argument(
+        "--datasets",
+        metavar="NAME[,NAME]",
+        help=f"only these datasets ({', '.join(ALL_DATASETS)}); each benchmark runs those of them it knows",
+    )
+    parser.add_argument(
+        "--smoke",
+        "--quick",
+        dest="smoke",
+        action="store_true",
+        help="tiny sizes and short budgets, to check the benchmark code itself (results mean nothing)",
+    )
     parser.add_argument(
         "--limit-per-class", type=int, metavar="N", help="use the first N pictures per class and split (any mode)"
     )
@@ -43,7 +56,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"unknown benchmark {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
     if args.limit_per_class is not None and args.limit_per_class < 1:
         parser.error("--limit-per-class must be at least 1")
+    datasets = [name.strip() for name in (args.datasets or "").split(",") if name.strip()]
+    unknown = [name for name in datasets if name not in ALL_DATASETS]
+    if unknown:
+        parser.error(f"unknown dataset {', '.join(unknown)}; choose from {', '.join(ALL_DATASETS)}")
     args.names = names
+    args.dataset_keys = tuple(datasets) or None
     return args
 
 
@@ -63,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         cache_dir=cache,
         smoke=args.smoke,
         limit_per_class=args.limit_per_class,
+        datasets=args.dataset_keys,
     )
     log(f"data {ctx.data_dir}, results {ctx.results_dir}, cache {ctx.cache_dir}")
     crashed = []

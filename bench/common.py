@@ -59,6 +59,11 @@ class Context:
     cache_dir: Path
     smoke: bool = False
     limit_per_class: int | None = None  # per class and split; None = the whole dataset
+    datasets: tuple[str, ...] | None = None  # dataset keys to run (bench.datasets.ALL_DATASETS); None = all
+
+    def wants(self, dataset: str) -> bool:
+        """Whether `--datasets` chose this dataset (every dataset when it was not given)."""
+        return self.datasets is None or dataset in self.datasets
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Benchmark inputs built from ../shared/data: upload-ready zips, cached outside the repository.
 
-Each zip has the ``train/<class>/<file>`` + ``test/<class>/<file>`` layout (the official splits), with
-directory entries, like ``zip -r`` makes of a folder. Entries are DEFLATED by default, as operating-system zip
+Each zip has the ``train/<class>/<file>`` + ``test/<class>/<file>`` layout (the official splits; for the
+flowers, which have none, a seeded stratified 80/20 split made here), with directory entries, like
+``zip -r`` makes of a folder. Entries are DEFLATED by default, as operating-system zip
 tools write them; pictures barely shrink, but the importer has to inflate every entry.
 
 A built zip is cached as ``<cache>/<name>-<limit>-<compression>.zip`` with a ``.json`` beside it (counts),
@@ -33,6 +34,22 @@ MNIST_FILES = {
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
 }
 CIFAR10_FILES = {"train": "cifar10_train.zip", "test": "cifar10_test.zip"}
+FLOWERS_FILE = "tf_flowers_120per_class.zip"
+FLOWERS_TEST_FRACTION = 0.2
+FLOWERS_SPLIT_SEED = 0
+# Fashion-MNIST's label order (its README); "/" cannot be in a folder name.
+FASHION_CLASSES = (
+    "T-shirt-top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle-boot",
+)
 
 
 class DatasetMissing(Exception):
@@ -60,9 +77,36 @@ def mnist_png_zip(
     Built from the official idx files in ``<data>/mnist``; `index` is the position in the idx file.
     `limit_per_class` keeps the first N of each digit in each split.
     """
-    folder = data_dir / "mnist"
-    needed = [folder / name for pair in MNIST_FILES.values() for name in pair]
-    _require(needed, "MNIST")
+    return _idx_png_zip("mnist-png", data_dir / "mnist", "MNIST", cache_dir, limit_per_class, compression)
+
+
+def fashion_mnist_png_zip(
+    data_dir: Path, cache_dir: Path, limit_per_class: int | None = None, compression: Compression = "deflated"
+) -> BuiltZip:
+    """All 70,000 Fashion-MNIST pictures as PNGs (``train/Trouser/<index>.png``, ...), from the idx files in
+    ``<data>/fashion-mnist``; class folders named after the dataset's labels (FASHION_CLASSES)."""
+    return _idx_png_zip(
+        "fashion-mnist-png",
+        data_dir / "fashion-mnist",
+        "Fashion-MNIST",
+        cache_dir,
+        limit_per_class,
+        compression,
+        class_names=FASHION_CLASSES,
+    )
+
+
+def _idx_png_zip(
+    name: str,
+    folder: Path,
+    what: str,
+    cache_dir: Path,
+    limit_per_class: int | None,
+    compression: Compression,
+    class_names: tuple[str, ...] | None = None,
+) -> BuiltZip:
+    needed = [folder / file_name for pair in MNIST_FILES.values() for file_name in pair]
+    _require(needed, what)
 
     def entries() -> Iterator[tuple[str, str, bytes]]:
         from PIL import Image
@@ -71,18 +115,19 @@ def mnist_png_zip(
             images = read_idx(folder / images_file)
             labels = read_idx(folder / labels_file)
             if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-                raise ValueError(f"MNIST {split}: images {images.shape} and labels {labels.shape} do not match")
+                raise ValueError(f"{what} {split}: images {images.shape} and labels {labels.shape} do not match")
             kept: Counter[int] = Counter()
             for index, (pixels, label) in enumerate(zip(images, labels, strict=True)):
-                digit = int(label)
-                if limit_per_class is not None and kept[digit] >= limit_per_class:
+                number = int(label)
+                if limit_per_class is not None and kept[number] >= limit_per_class:
                     continue
-                kept[digit] += 1
+                kept[number] += 1
+                folder_name = class_names[number] if class_names else str(number)
                 buffer = io.BytesIO()
                 Image.fromarray(pixels).save(buffer, format="PNG")
-                yield split, str(digit), f"{split}/{digit}/{index}.png", buffer.getvalue()
+                yield split, folder_name, f"{split}/{folder_name}/{index}.png", buffer.getvalue()
 
-    return _cached_zip("mnist-png", cache_dir, limit_per_class, compression, entries)
+    return _cached_zip(name, cache_dir, limit_per_class, compression, entries)
 
 
 def cifar10_zip(
@@ -113,7 +158,54 @@ def cifar10_zip(
     return _cached_zip("cifar10-jpeg", cache_dir, limit_per_class, compression, entries)
 
 
+def flowers_zip(
+    data_dir: Path, cache_dir: Path, limit_per_class: int | None = None, compression: Compression = "deflated"
+) -> BuiltZip:
+    """The 600 flower photos of ``<data>/tf_flowers`` (5 classes), split 80/20 into ``train/`` and ``test/``.
+
+    The source zip has class folders only; the split is `pipelines.zips.stratified_split` (the one the
+    importer applies to such zips) with FLOWERS_SPLIT_SEED, made here so that Classifly and the baselines
+    train and test on the same pictures. JPEG bytes are copied unchanged. `limit_per_class` keeps the first
+    N of each class in each split (after splitting).
+    """
+    source_path = data_dir / "tf_flowers" / FLOWERS_FILE
+    _require([source_path], "flowers")
+
+    def entries() -> Iterator[tuple[str, str, bytes]]:
+        from pipelines.zips import stratified_split
+
+        with zipfile.ZipFile(source_path) as source:
+            infos = []
+            for info in source.infolist():
+                if info.is_dir():
+                    continue
+                label, _, base = info.filename.partition("/")
+                if not base or "/" in base:
+                    raise ValueError(f"{FLOWERS_FILE}: unexpected entry {info.filename!r} (want <class>/<file>)")
+                infos.append((label, base, info))
+            splits = stratified_split(
+                [label for label, _, _ in infos], test_fraction=FLOWERS_TEST_FRACTION, seed=FLOWERS_SPLIT_SEED
+            )
+            for wanted in SPLITS:
+                kept: Counter[str] = Counter()
+                for (label, base, info), split in zip(infos, splits, strict=True):
+                    if split != wanted or (limit_per_class is not None and kept[label] >= limit_per_class):
+                        continue
+                    kept[label] += 1
+                    yield split, label, f"{split}/{label}/{base}", source.read(info)
+
+    return _cached_zip("flowers-jpeg", cache_dir, limit_per_class, compression, entries)
+
+
+# What the import benchmark imports (its targets are for these two).
 DATASETS: dict[str, Callable[..., BuiltZip]] = {"mnist": mnist_png_zip, "cifar10": cifar10_zip}
+# Every dataset a benchmark may use, by the key the command line and the results use.
+ALL_DATASETS: dict[str, Callable[..., BuiltZip]] = {
+    "mnist": mnist_png_zip,
+    "fashion": fashion_mnist_png_zip,
+    "flowers": flowers_zip,
+    "cifar10": cifar10_zip,
+}
 
 
 def read_idx(path: Path) -> np.ndarray:

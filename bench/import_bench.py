@@ -15,16 +15,13 @@ Targets (from the issue): each import within 10 s, and at most 2048 MB more memo
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import os
 import shutil
-import socket
 import tempfile
 import time
 import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,11 +41,9 @@ from bench.common import (
     write_results,
 )
 from bench.datasets import DATASETS, BuiltZip, DatasetMissing
+from bench.platform import Platform, check, new_user, start_platform
 
 NAME = "import"
-# The platform runs Ray with token authentication (cluster/cli.py); so does the benchmark.
-os.environ.setdefault("RAY_AUTH_MODE", "token")
-
 TITLES = {"mnist": "MNIST", "cifar10": "CIFAR-10"}
 TARGET_SECONDS = {"mnist": 10.0, "cifar10": 10.0}
 MEMORY_TARGET_MB = 2048.0
@@ -57,15 +52,6 @@ DISSERTATION_SECONDS = {"mnist": 8.0, "cifar10": 6.0}
 SMOKE_LIMIT_PER_CLASS = 10  # per class and split: 20 pictures per class, 200 per dataset
 POLL_INTERVAL_S = 0.1
 JOB_DEADLINE_S = 900.0
-SERVE_START_DEADLINE_S = 240.0
-PASSWORD = "bench-password-123"
-
-
-@dataclass
-class Platform:
-    url: str
-    http: Any  # httpx.Client
-    start_seconds: float
 
 
 @dataclass
@@ -95,46 +81,12 @@ class PlainRun:
     memory: MemorySampler
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextlib.contextmanager
-def start_platform(work_dir: Path) -> Iterator[Platform]:
-    """A fresh local Ray (2 CPUs at most), the catalog and the Serve app on a free port; all stopped on exit."""
-    import httpx
-
-    from cluster.config import Settings
-    from cluster.runtime import in_process_platform
-
-    port = _free_port()
-    settings = Settings(
-        data_dir=work_dir / "platform", api_port=port, environment="test", ray_namespace=f"bench-{port}"
-    )
-    started = time.perf_counter()
-    with (
-        in_process_platform(settings, num_cpus=min(2, os.cpu_count() or 1), deadline_s=SERVE_START_DEADLINE_S) as url,
-        httpx.Client(base_url=url, timeout=300) as http,
-    ):
-        yield Platform(url, http, time.perf_counter() - started)
-
-
-def _check(response: Any, expected: int, what: str) -> dict[str, Any]:
-    if response.status_code != expected:
-        raise RuntimeError(f"{what}: HTTP {response.status_code} {response.text[:500]}")
-    return response.json()
-
-
 def platform_import(platform: Platform, built: BuiltZip, username: str) -> ImportRun:
     """Register, log in, create a model, upload the zip and poll its job until it is final."""
     http = platform.http
     run = ImportRun()
-    _check(http.post("/v1/auth/register", json={"username": username, "password": PASSWORD}), 201, "register")
-    session = _check(http.post("/v1/auth/login", json={"username": username, "password": PASSWORD}), 200, "login")
-    headers = {"Authorization": f"Bearer {session['access_token']}"}
-    model = _check(http.post("/v1/models", json={"name": f"bench {built.name}"}, headers=headers), 201, "model")
+    headers = new_user(platform, username)
+    model = check(http.post("/v1/models", json={"name": f"bench {built.name}"}, headers=headers), 201, "model")
     body = built.path.read_bytes()  # read before the clock starts: the user's disk is not the platform
     with MemorySampler(local_ray_processes) as memory:
         started = time.perf_counter()
@@ -144,14 +96,14 @@ def platform_import(platform: Platform, built: BuiltZip, username: str) -> Impor
             headers={**headers, "Content-Type": "application/zip"},
         )
         run.upload_seconds = time.perf_counter() - started
-        job = _check(response, 202, "upload")
+        job = check(response, 202, "upload")
         deadline = started + JOB_DEADLINE_S
         while job["status"] in ("queued", "running"):
             if time.perf_counter() > deadline:
                 run.status, run.error = "timeout", f"the job did not finish within {JOB_DEADLINE_S:.0f} s"
                 break
             time.sleep(POLL_INTERVAL_S)
-            job = _check(http.get(job["url"], headers=headers), 200, "job")
+            job = check(http.get(job["url"], headers=headers), 200, "job")
         else:
             run.import_seconds = time.perf_counter() - started
             run.status = job["status"]
@@ -201,6 +153,8 @@ def run(ctx: Context) -> Path | None:
     notes: list[str] = []
     built: dict[str, BuiltZip] = {}
     for key, builder in DATASETS.items():
+        if not ctx.wants(key):
+            continue
         try:
             log(f"preparing {TITLES[key]} zip (limit per class and split: {limit or 'none'}) …")
             started = time.perf_counter()
