@@ -191,6 +191,7 @@ def expand(job, catalog: Catalog, blobs: BlobStore, settings: Settings, progress
         "left_out": left_out,
         "accuracy": metrics["accuracy"],
         "retrain_recommended": guard["retrain_recommended"],
+        "problems": guard["problems"],
         "seconds": round(time.time() - started, 2),
     }
 
@@ -245,7 +246,7 @@ def quality_guard(metrics: dict[str, Any], previous: dict[str, Any], added: list
         return {"retrain_recommended": False, "problems": [], "message": ""}
     message = (
         "The quick update cannot tell the classes apart well enough (" + "; ".join(problems) + "). "
-        "A full training would learn features for them: press Train (POST /v1/models/{id}/train)."
+        "A full training would learn features for them: press Train on the model's Train tab."
     )
     return {"retrain_recommended": True, "problems": problems, "message": message}
 
