@@ -68,6 +68,7 @@ class Model(ApiModel):
     status: str
     target_accuracy: float | None = None
     time_budget_s: int
+    auto_retrain: bool = False
     active_version: int | None = None
     num_classes: int
     num_images: int

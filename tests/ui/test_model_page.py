@@ -280,9 +280,11 @@ def test_settings_save_and_delete(pets: FakeApi) -> None:
 
     app.text_input[0].input("Pets")
     app.checkbox[0].check()  # as good as possible
+    app.toggle[0].set_value(True)  # train again by itself when a quick update is not good enough
     next(b for b in app.button if b.label == "Save").click().run()
     ((args, kwargs),) = pets.called("update_model")
     assert args == (TOKEN, "mdl_1") and kwargs["name"] == "Pets" and kwargs["target_accuracy"] is None
+    assert kwargs["auto_retrain"] is True
 
     app.checkbox(key="settings.sure").check().run()
     app.button(key="settings.delete").click().run()

@@ -1,4 +1,4 @@
-"""A model's settings: name, description, goal, time budget, sample picture; deleting the model."""
+"""A model's settings: name, description, goal, time budget, automatic retraining, sample picture; deleting it."""
 
 from __future__ import annotations
 
@@ -28,6 +28,12 @@ def render_settings(token: str, model: Model) -> None:
         minutes = st.number_input(
             "Longest training (minutes)", min_value=1, max_value=10080, value=max(1, model.time_budget_s // 60)
         )
+        auto_retrain = st.toggle(
+            "Train again by itself when a quick update is not good enough",
+            value=model.auto_retrain,
+            help="Adding a class usually takes seconds, without training. When the new version cannot tell the "
+            "classes apart well enough, a full training can start on its own; the quick version answers meanwhile.",
+        )
         sample = st.file_uploader("New sample picture (optional)", type=SAMPLE_TYPES)
         if st.form_submit_button("Save", type="primary"):
             if not name.strip():
@@ -41,6 +47,7 @@ def render_settings(token: str, model: Model) -> None:
                     description=description.strip(),
                     target_accuracy=None if best else target / 100,
                     time_budget_s=max(10, int(minutes * 60)),
+                    auto_retrain=auto_retrain,
                 )
                 if sample is not None:
                     api.set_sample_image(token, model.id, sample.name, sample.getvalue())
