@@ -43,6 +43,7 @@ SPLIT_SEED = 7
 PREPARE_BATCH = 2_000
 MAX_LISTED = 500  # misclassified pictures and possible label mistakes kept per version
 LABEL_CHECK_EPOCHS = 15  # epochs of each out-of-fold head
+EVALUATION_RESERVE_S = 45.0  # of the time budget, kept for checking and publishing the winner (at most 10 %)
 
 
 class RunCancelled(Exception):
@@ -145,10 +146,15 @@ def _trainable(config: dict[str, Any], data=None, settings_json: str = "", run_i
     target = config.get("target_accuracy")
     deadline = config["deadline"]
 
+    last_epoch_end: list[float] = []  # the first epoch's time includes loading and feature extraction
+
     def on_epoch(epoch: int, metrics: dict[str, float]) -> bool:
         tune.report({**{k: float(v) for k, v in metrics.items()}, "epoch": epoch})
-        if time.time() > deadline:
-            return True
+        now = time.time()
+        epoch_seconds = now - last_epoch_end[-1] if last_epoch_end else 0.0
+        last_epoch_end[:] = [now]
+        if now + epoch_seconds > deadline:
+            return True  # another epoch would end after the deadline: stop with the best epoch so far
         if target is not None and metrics.get("val_accuracy", 0.0) >= target:
             return True
         return catalog.call_sync(catalog_runs.run_stop_reason, run_id) is not None
@@ -286,7 +292,8 @@ def _search(run, settings: Settings, catalog: Catalog, progress, started: float,
     specs = generate_candidates(summary, options=options, past_winners=winners)
     if not specs:
         raise InvalidInput("No candidate model fits these settings. Allow more backbones or kinds of model.")
-    deadline = started + budget
+    # Trials stop in time to leave the evaluation and publishing inside the budget the user gave.
+    deadline = started + budget - min(EVALUATION_RESERVE_S, 0.1 * budget)
     blobs = open_blob_store(settings.blob_root)
     kept, to_train = resumable_trials(catalog, run.id, specs, blobs, summary)
     words = f"Trying {len(specs)} candidate models"
