@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,17 @@ def save_trained(blobs: BlobStore, prefix: str, trained, policy: PreprocessingPo
     manifest = ArtifactManifest(trained.spec.to_dict(), policy.to_dict(), list(trained.class_names), files)
     blobs.put(f"{prefix}/{MANIFEST}", manifest.to_json())
     return prefix
+
+
+OOD_FILE = "ood.npz"
+
+
+def add_ood(blobs: BlobStore, prefix: str, ood) -> None:
+    """Store a version's "none of the above" model (pipelines.ood.OodModel) next to its head and list it in the
+    manifest (written last, so a reader never sees it listed before it is stored)."""
+    manifest = ArtifactManifest(**json.loads(blobs.get(f"{prefix}/{MANIFEST}")))
+    blobs.put(f"{prefix}/{OOD_FILE}", ood.to_bytes())
+    blobs.put(f"{prefix}/{MANIFEST}", replace(manifest, files={**manifest.files, "ood": OOD_FILE}).to_json())
 
 
 class LoadedModel:

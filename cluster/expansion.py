@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from cluster.artifacts import MANIFEST, ArtifactManifest
+from cluster.artifacts import MANIFEST, OOD_FILE, ArtifactManifest
 from cluster.blobs import BlobStore, open_blob_store
 from cluster.catalog import jobs as catalog_jobs
 from cluster.catalog import models as catalog_models
@@ -30,6 +30,7 @@ from cluster.feature_cache import base_feature_key, feature_key, features_from_c
 from pipelines.candidates import CandidateSpec
 from pipelines.errors import ClassiflyError, Conflict, InvalidInput, NotReady
 from pipelines.images import PreprocessingPolicy
+from pipelines.ood import fit_centroids, fit_max_probability
 from pipelines.zips import stratified_split
 
 logger = logging.getLogger("classifly.expansion")
@@ -147,6 +148,13 @@ def expand(job, catalog: Catalog, blobs: BlobStore, settings: Settings, progress
     guard = quality_guard(metrics, base.metrics, added)
     metrics["quality"] = guard
     blobs.put(f"{prefix}/head.npz", head.to_bytes())
+    if spec.kind == "scratch_cnn":  # served as one whole model: "none of the above" from its best probability
+        val_views = mirrored[val_rows] if use_mirror else None
+        ood = fit_max_probability(head.predict_proba_views(features[val_rows], val_views))
+    else:  # a head on the shared backbone: from the features serving has anyway
+        ood = fit_centroids(features[fit_rows], labels[fit_rows], features[val_rows], len(classes))
+    blobs.put(f"{prefix}/{OOD_FILE}", ood.to_bytes())
+    files["ood"] = OOD_FILE
     manifest_out = ArtifactManifest(spec.to_dict(), policy.to_dict(), list(classes), files)
     blobs.put(f"{prefix}/{MANIFEST}", manifest_out.to_json())
     version = catalog.call_sync(

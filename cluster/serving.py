@@ -21,6 +21,7 @@ from cluster.blobs import BlobStore
 from pipelines.errors import InvalidInput, NotFound, NotReady
 from pipelines.heads import Head
 from pipelines.images import PreprocessingPolicy
+from pipelines.ood import OodModel
 
 MANIFEST = "manifest.json"  # as written by cluster.artifacts.save_trained
 V = TypeVar("V")
@@ -44,6 +45,7 @@ class ServingPlan:
     extractor: ExtractorKey | None  # None: a whole Keras model, served by itself
     mirror: bool  # the head decides on the mean of a picture's features and its mirror image's
     head_file: str | None
+    ood_file: str | None = None  # "none of the above" (pipelines.ood), absent in versions made before it
 
 
 @dataclass(frozen=True)
@@ -98,12 +100,23 @@ def serving_plan(blobs: BlobStore, artifact_uri: str) -> ServingPlan:
         extractor=extractor,
         mirror=head_file is not None and "flip" in spec.get("augmentation", ()),
         head_file=head_file,
+        ood_file=manifest["files"].get("ood"),
     )
 
 
 def load_head(blobs: BlobStore, ref: HeadRef) -> Head:
     """A version's numpy head."""
     return Head.from_bytes(blobs.get(f"{ref.artifact_uri}/{ref.head_file}"))
+
+
+def load_ood(blobs: BlobStore, plan: ServingPlan) -> OodModel | None:
+    """A version's "none of the above" model, or None when it was published without one."""
+    if plan.ood_file is None:
+        return None
+    try:
+        return OodModel.from_bytes(blobs.get(f"{plan.artifact_uri}/{plan.ood_file}"))
+    except NotFound:
+        return None
 
 
 def load_extractor(key: ExtractorKey, backbone_cache_dir: str | os.PathLike):

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import ray
 
-from cluster.artifacts import MANIFEST, load_trained, save_trained
+from cluster.artifacts import MANIFEST, add_ood, load_trained, save_trained
 from cluster.blobs import BlobRef, open_blob_store
 from cluster.catalog import runs as catalog_runs
 from cluster.catalog.actor import RayCatalog, get_catalog_actor
@@ -35,6 +35,7 @@ from pipelines.candidates import (
 )
 from pipelines.errors import ClassiflyError, InvalidInput
 from pipelines.images import DatasetShape, PreprocessingPolicy, choose_policy, load_for_model
+from pipelines.ood import fit_centroids, fit_max_probability
 from pipelines.zips import stratified_split
 
 logger = logging.getLogger("classifly.training")
@@ -322,6 +323,11 @@ def _search(run, settings: Settings, catalog: Catalog, progress, started: float,
     if model.head is not None:
         train, val = _cached_feature_sets(blobs, model.spec, policy, data, settings)
         own = np.concatenate([train.features, val.features]), np.concatenate([train.mirrored, val.mirrored])
+        ood = fit_centroids(train.features, train.labels, val.features, len(data.class_names))
+    else:
+        ood = fit_max_probability(model.predict_proba(data.val_images)) if len(data.val_labels) else None
+    if ood is not None:
+        add_ood(blobs, winner["artifact"], ood)
     metrics["label_mistakes"] = label_mistakes(model, data, features=own)
     metrics["dataset_fingerprint"] = fingerprint(snapshot)
     version = catalog.call_sync(

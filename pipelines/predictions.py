@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from pipelines.errors import InvalidInput
+from pipelines.ood import DEFAULT_NONE_BELOW, none_of_the_above
 
 DEFAULT_UNCERTAIN_BELOW = 0.5
 
@@ -24,6 +25,8 @@ class Answer:
     confidence: float
     top: tuple[tuple[str, float], ...]
     uncertain: bool
+    none_of_the_above: bool = False
+    reason: str | None = None  # why it is "none of the above", in words
 
 
 def answer(probabilities: np.ndarray, class_names: Sequence[str], *, top_k: int, uncertain_below: float) -> Answer:
@@ -44,10 +47,21 @@ def answer(probabilities: np.ndarray, class_names: Sequence[str], *, top_k: int,
 
 
 def answers(
-    probabilities: np.ndarray, class_names: Sequence[str], *, top_k: int, uncertain_below: float
+    probabilities: np.ndarray,
+    class_names: Sequence[str],
+    *,
+    top_k: int,
+    uncertain_below: float,
+    known_share: np.ndarray | None = None,
+    none_below: float = DEFAULT_NONE_BELOW,
 ) -> list[Answer]:
-    """One answer per row of (pictures, classes) probabilities."""
-    return [answer(row, class_names, top_k=top_k, uncertain_below=uncertain_below) for row in probabilities]
+    """One answer per row of (pictures, classes) probabilities; with `known_share` (pipelines.ood), pictures
+    less like the classes than all but `none_below` of the known validation pictures are "none of the above"."""
+    out = [answer(row, class_names, top_k=top_k, uncertain_below=uncertain_below) for row in probabilities]
+    if known_share is None:
+        return out
+    flagged = [none_of_the_above(float(share), none_below) for share in known_share]
+    return [replace(a, none_of_the_above=flag, reason=why) for a, (flag, why) in zip(out, flagged, strict=True)]
 
 
 def accuracy_interval(correct: int, total: int, *, z: float = 1.96) -> tuple[float, float]:

@@ -14,16 +14,30 @@ from starlette.concurrency import run_in_threadpool
 
 from cluster.blobs import BlobStore
 from cluster.catalog.runs import VersionRecord
-from cluster.serving import ExtractorKey, FeatureRequest, FeatureViews, HeadRef, Lru, ServingPlan, serving_plan
+from cluster.serving import (
+    ExtractorKey,
+    FeatureRequest,
+    FeatureViews,
+    HeadRef,
+    Lru,
+    ServingPlan,
+    load_ood,
+    serving_plan,
+)
 from pipelines.errors import ClassiflyError, NotReady, Unavailable
+from pipelines.ood import OodModel
 
 PLAN_CACHE_SIZE = 1024  # manifests are a few hundred bytes and never change for a version
+OOD_CACHE_SIZE = 256  # "none of the above" models: class centroids, a few KB to a few MB each
 
 
 @dataclass(frozen=True)
 class Scores:
     class_names: tuple[str, ...]
     probabilities: np.ndarray  # (pictures, classes), rows in the order the pictures were given
+    # per picture, the share of the version's known validation pictures at least as unlike its classes
+    # (pipelines.ood); None for a version published without a "none of the above" model
+    known_share: np.ndarray | None = None
 
 
 class Classifier(Protocol):
@@ -46,14 +60,15 @@ class ServeClassifier:
         self.blobs = blobs
         self.extractor, self.heads, self.full_models = extractor, heads, full_models
         self.plans: Lru[ServingPlan] = Lru(PLAN_CACHE_SIZE)
+        self.oods: Lru[tuple[OodModel | None]] = Lru(OOD_CACHE_SIZE)
 
     async def classify(self, version: VersionRecord, images: list[np.ndarray]) -> Scores:
         plan = await self.plan(version)
         try:
             if plan.extractor is None:
-                return Scores(plan.class_names, await self._whole_model(plan, images))
+                return await self._scores(plan, await self._whole_model(plan, images))
             views = await asyncio.gather(*(self._features(plan.extractor, image, plan.mirror) for image in images))
-            return Scores(plan.class_names, await self._head(version, plan, views))
+            return await self._scores(plan, await self._head(version, plan, views), views)
         except Exception as error:  # noqa: BLE001 - Ray wraps a replica's exception; ours are unwrapped
             raise _ours(error) from None
 
@@ -74,9 +89,9 @@ class ServeClassifier:
                 if isinstance(plan, BaseException):
                     raise plan
                 if plan.extractor is None:
-                    return Scores(plan.class_names, await self._whole_model(plan, [image]))
+                    return await self._scores(plan, await self._whole_model(plan, [image]))
                 views = await passes[_shared(plan)]
-                return Scores(plan.class_names, await self._head(version, plan, [views]))
+                return await self._scores(plan, await self._head(version, plan, [views]), [views])
             except Exception as error:  # noqa: BLE001 - one version's failure is its own answer
                 converted = _ours(error)
                 if isinstance(converted, ClassiflyError):
@@ -93,6 +108,24 @@ class ServeClassifier:
             plan = await run_in_threadpool(serving_plan, self.blobs, version.artifact_uri)
             self.plans.put(version.artifact_uri, plan)
         return plan
+
+    async def _scores(self, plan: ServingPlan, probabilities: np.ndarray, views: list[FeatureViews] | None = None):
+        """The probabilities with each picture's "none of the above" share: from the features the head saw
+        (centroid distance) or, for a whole model, from its best probability."""
+        cached = self.oods.get(plan.artifact_uri)
+        if cached is None:
+            cached = (await run_in_threadpool(load_ood, self.blobs, plan),)
+            self.oods.put(plan.artifact_uri, cached)
+        ood = cached[0]
+        if ood is None:
+            return Scores(plan.class_names, probabilities)
+        if ood.kind == "centroid":
+            if views is None:
+                return Scores(plan.class_names, probabilities)
+            distances = ood.distances(features=np.stack([view.features for view in views]))
+        else:
+            distances = ood.distances(probabilities=probabilities)
+        return Scores(plan.class_names, probabilities, ood.known_share(distances))
 
     async def _features(self, key: ExtractorKey, image: np.ndarray, mirror: bool) -> FeatureViews:
         return await self.extractor.extract.remote(FeatureRequest(key, image, mirror))

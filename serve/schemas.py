@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
+from pipelines.ood import DEFAULT_NONE_BELOW
+
 
 class Public(BaseModel):
     model_config = ConfigDict(from_attributes=True)
@@ -80,6 +82,13 @@ class ModelCreate(BaseModel):
     auto_retrain: bool = Field(
         False, description="When a quick update (classes added without training) is not good enough, train again"
     )
+    none_of_the_above_below: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Answer 'none of the above' for pictures less like the classes than all but this share of the "
+        "model's validation pictures (default 0.01; 0 turns it off; higher flags more)",
+    )
 
 
 class ModelUpdate(BaseModel):
@@ -88,6 +97,13 @@ class ModelUpdate(BaseModel):
     target_accuracy: float | None = Field(None, gt=0, le=1)
     time_budget_s: int | None = Field(None, ge=10, le=604800)
     auto_retrain: bool | None = None
+    none_of_the_above_below: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Answer 'none of the above' for pictures less like the classes than all but this share of the "
+        "model's validation pictures (default 0.01; 0 turns it off; higher flags more)",
+    )
 
 
 class ModelPublic(Public):
@@ -98,6 +114,7 @@ class ModelPublic(Public):
     target_accuracy: float | None
     time_budget_s: int
     auto_retrain: bool = False
+    none_of_the_above_below: float = DEFAULT_NONE_BELOW
     active_version: int | None
     num_classes: int
     num_images: int
@@ -346,6 +363,8 @@ class FileClassification(Public):
     label: str | None = Field(None, description="The most probable class")
     confidence: float | None = Field(None, description="Its probability")
     uncertain: bool | None = Field(None, description="True when the confidence is below `uncertain_below`")
+    none_of_the_above: bool | None = Field(None, description="True when the picture looks unlike every class")
+    none_of_the_above_reason: str | None = Field(None, description="Why, in words")
     top: list[ClassScore] = Field(default_factory=list, description="The top classes, most probable first")
     error: dict[str, Any] | None = Field(None, description="A problem document when this file was not classified")
 
@@ -401,6 +420,8 @@ class ModelAnswer(Public):
     label: str | None = None
     confidence: float | None = None
     uncertain: bool | None = None
+    none_of_the_above: bool | None = None
+    none_of_the_above_reason: str | None = None
     top: list[ClassScore] = Field(default_factory=list)
     error: dict[str, Any] | None = Field(None, description="A problem document when this model did not answer")
 

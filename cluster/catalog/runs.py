@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -69,6 +69,7 @@ class VersionRecord:
     metrics: dict[str, Any]
     status: str
     created_at: datetime
+    model_options: dict[str, Any] = field(default_factory=dict)  # the model's options; set by version_to_serve
 
 
 _RUN_COLUMNS = (

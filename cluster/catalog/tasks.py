@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal
 
@@ -93,7 +93,8 @@ def _task(row: tuple) -> TaskRecord:
 
 
 def version_to_serve(conn: Connection, owner_id: str, model_id: str, version: int | None = None) -> VersionRecord:
-    """The version that answers for the owner's model: `version` when given, else the active one."""
+    """The version that answers for the owner's model: `version` when given, else the active one (with the
+    model's options, which tune how it answers)."""
     model = get_owned_model(conn, owner_id, model_id)
     if version is None:
         if model.active_version is None:
@@ -102,7 +103,7 @@ def version_to_serve(conn: Connection, owner_id: str, model_id: str, version: in
                 f"(POST /v1/models/{model_id}/train) and classify when the run has succeeded."
             )
         version = model.active_version
-    return get_version(conn, owner_id, model_id, version)
+    return replace(get_version(conn, owner_id, model_id, version), model_options=dict(model.options))
 
 
 def record_tasks(conn: Connection, owner_id: str, model_id: str, tasks: list[NewTask]) -> datetime:

@@ -19,6 +19,7 @@ from cluster.catalog.tasks import NewTask
 from cluster.services import Services
 from pipelines.errors import ClassiflyError, InvalidInput, NotReady
 from pipelines.images import PreprocessingPolicy, load_for_model
+from pipelines.ood import DEFAULT_NONE_BELOW
 from pipelines.predictions import Answer, answers
 from serve.classifier import Scores
 from serve.deps import ClassifierDep, CurrentUser, ServicesDep
@@ -74,7 +75,7 @@ async def classify(
 
     scores = await classifier.classify(served, [item.image for item in usable if item.image is not None])
     threshold = services.settings.uncertain_below if uncertain_below is None else uncertain_below
-    results = answers(scores.probabilities, scores.class_names, top_k=top_k, uncertain_below=threshold)
+    results = _answers(scores, served, top_k, threshold)
     latency_ms = round((time.perf_counter() - started) * 1000, 2)
     new_tasks = [
         _task(result, served.version, latency_ms, item.sha256) for item, result in zip(usable, results, strict=True)
@@ -145,7 +146,7 @@ async def classify_with_models(
             errors.append(scores)
             results.append(ModelAnswer(model_id=model_id, error=error_problem(scores, request.url.path)))
             continue
-        (result,) = answers(scores.probabilities, scores.class_names, top_k=top_k, uncertain_below=threshold)
+        (result,) = _answers(scores, asked[model_id], top_k, threshold)
         task = _task(result, asked[model_id].version, latency_ms, sha256_hex(data))
         tasks[model_id] = [task]
         results.append(ModelAnswer(model_id=model_id, **_answer_fields(task, result)))
@@ -173,6 +174,18 @@ def _usable(version: VersionRecord | BaseException) -> VersionRecord | Classifly
     return version
 
 
+def _answers(scores: Scores, served: VersionRecord, top_k: int, uncertain_below: float) -> list[Answer]:
+    none_below = float(served.model_options.get("none_of_the_above_below", DEFAULT_NONE_BELOW))
+    return answers(
+        scores.probabilities,
+        scores.class_names,
+        top_k=top_k,
+        uncertain_below=uncertain_below,
+        known_share=scores.known_share,
+        none_below=none_below,
+    )
+
+
 def _answer_fields(task: NewTask, result: Answer) -> dict[str, Any]:
     return {
         "task_id": task.id,
@@ -180,6 +193,8 @@ def _answer_fields(task: NewTask, result: Answer) -> dict[str, Any]:
         "label": result.label,
         "confidence": result.confidence,
         "uncertain": result.uncertain,
+        "none_of_the_above": result.none_of_the_above,
+        "none_of_the_above_reason": result.reason,
         "top": [ClassScore(label=label, probability=p) for label, p in result.top],
     }
 

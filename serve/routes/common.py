@@ -9,6 +9,7 @@ from cluster.catalog import models as catalog_models
 from cluster.catalog.jobs import JobRecord
 from cluster.catalog.models import ModelRecord
 from cluster.services import Services
+from pipelines.ood import DEFAULT_NONE_BELOW
 from serve.schemas import JobPublic, ModelPublic, Progress
 
 
@@ -24,6 +25,7 @@ def model_public(record: ModelRecord) -> ModelPublic:
         status=state,
         has_sample_image=record.sample_sha256 is not None,
         auto_retrain=bool(record.options.get("auto_retrain", False)),
+        none_of_the_above_below=float(record.options.get("none_of_the_above_below", DEFAULT_NONE_BELOW)),
     )
 
 

@@ -29,12 +29,15 @@ from serve.schemas import (
 )
 
 router = APIRouter(prefix="/models", tags=["models"])
+MODEL_OPTIONS = ("auto_retrain", "none_of_the_above_below")  # kept in the model's `options`
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
 async def create_model(body: ModelCreate, principal: CurrentUser, services: ServicesDep) -> ModelPublic:
     """Create an empty model; add classes and pictures next."""
-    options = {"auto_retrain": body.auto_retrain}
+    options: dict = {"auto_retrain": body.auto_retrain}
+    if body.none_of_the_above_below is not None:
+        options["none_of_the_above_below"] = body.none_of_the_above_below
     spec = ModelSpec(body.name, body.description, body.target_accuracy, body.time_budget_s, options=options)
     return model_public(await services.catalog.call(catalog_models.create_model, principal.id, spec))
 
@@ -59,11 +62,19 @@ async def get_model(model_id: str, principal: CurrentUser, services: ServicesDep
 
 @router.patch("/{model_id}")
 async def update_model(model_id: str, body: ModelUpdate, principal: CurrentUser, services: ServicesDep) -> ModelPublic:
-    """Rename a model or change its description, target accuracy, time budget or automatic retraining."""
+    """Rename a model or change its description, target accuracy, time budget, automatic retraining or its
+    "none of the above" threshold (`none_of_the_above_below`; null goes back to the default)."""
     changes = body.model_dump(exclude_unset=True)
-    if "auto_retrain" in changes:
+    option_changes = {name: changes.pop(name) for name in MODEL_OPTIONS if name in changes}
+    if option_changes:
         current = await services.catalog.call(catalog_models.get_owned_model, principal.id, model_id)
-        changes["options"] = {**current.options, "auto_retrain": bool(changes.pop("auto_retrain"))}
+        options = dict(current.options)
+        for name, value in option_changes.items():
+            if value is None:
+                options.pop(name, None)  # back to the default
+            else:
+                options[name] = value
+        changes["options"] = options
     record = await services.catalog.call(catalog_models.update_model, principal.id, model_id, changes)
     return model_public(record)
 

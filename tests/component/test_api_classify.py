@@ -29,7 +29,8 @@ class FakeClassifier:
         self.calls.append((version.version, tuple(image.shape for image in images)))
         means = np.stack([image.reshape(-1, 3).mean(axis=0) for image in images])
         red = means[:, 0] / (means[:, 0] + means[:, 2])
-        return Scores(("blue", "red"), np.stack([1 - red, red], axis=1))
+        known_share = np.where(means[:, 1] > 150, 0.0, 0.5)  # green pictures are like no known one
+        return Scores(("blue", "red"), np.stack([1 - red, red], axis=1), known_share)
 
     async def classify_together(self, targets: list[tuple[VersionRecord, np.ndarray]]) -> list[Scores]:
         self.together = [(version.model_id, image.shape) for version, image in targets]
@@ -336,3 +337,28 @@ def test_stats_show_traffic_and_field_accuracy_next_to_the_evaluation(api, alice
     assert stats["since"].endswith("Z")
     assert api.get(f"/v1/models/{ready_model}/stats", headers=bob.headers).status_code == 404
     assert api.get(f"/v1/models/{ready_model}/stats?days=0", headers=alice.headers).status_code == 422
+
+
+def test_a_picture_unlike_every_class_is_none_of_the_above_and_the_threshold_is_per_model(
+    api, alice, ready_model
+) -> None:
+    pictures = upload(("red.png", make_image(RED)), ("green.png", make_image((20, 220, 20))))
+
+    red, green = api.post(f"/v1/models/{ready_model}/classify", files=pictures, headers=alice.headers).json()["results"]
+
+    assert red["none_of_the_above"] is False and red["none_of_the_above_reason"] is None
+    assert green["none_of_the_above"] is True and "unlike every class" in green["none_of_the_above_reason"]
+    assert api.get(f"/v1/models/{ready_model}", headers=alice.headers).json()["none_of_the_above_below"] == 0.01
+
+    patched = api.patch(f"/v1/models/{ready_model}", json={"none_of_the_above_below": 0}, headers=alice.headers)
+    assert patched.status_code == 200 and patched.json()["none_of_the_above_below"] == 0
+    off = api.post(f"/v1/models/{ready_model}/classify", files=pictures, headers=alice.headers).json()["results"]
+    assert [r["none_of_the_above"] for r in off] == [False, False]
+
+    stricter = api.patch(f"/v1/models/{ready_model}", json={"none_of_the_above_below": 0.6}, headers=alice.headers)
+    assert stricter.json()["none_of_the_above_below"] == 0.6 and stricter.json()["auto_retrain"] is False
+    everything = api.post(f"/v1/models/{ready_model}/classify", files=pictures, headers=alice.headers).json()
+    assert [r["none_of_the_above"] for r in everything["results"]] == [True, True]
+
+    reset = api.patch(f"/v1/models/{ready_model}", json={"none_of_the_above_below": None}, headers=alice.headers)
+    assert reset.json()["none_of_the_above_below"] == 0.01

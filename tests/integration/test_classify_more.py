@@ -1,0 +1,85 @@
+"""Classification on real Ray Serve over HTTP, beyond the basics of test_classify.py: "none of the above" for
+pictures of a kind the model never saw.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.integration.test_classify import SLOW, stripes_zip, train
+
+pytestmark = pytest.mark.ray
+
+
+def unseen_pictures(count: int = 12, size: int = 16) -> list[bytes]:
+    """Nothing like stripes: smooth colour gradients and blobs."""
+    rng = np.random.default_rng(5)
+    pictures = []
+    for i in range(count):
+        y, x = np.indices((size, size)) / size
+        colour = rng.integers(0, 255, 3)
+        blob = np.exp(-((x - rng.random()) ** 2 + (y - rng.random()) ** 2) * 8)
+        image = (blob[..., None] * colour + (1 - blob[..., None]) * (255 - colour) * (i % 2)).astype(np.uint8)
+        data = io.BytesIO()
+        Image.fromarray(image).save(data, "PNG")
+        pictures.append(data.getvalue())
+    return pictures
+
+
+@pytest.fixture(scope="module")
+def stripes(platform):
+    """A model with two versions: 1 a from-scratch CNN (a whole model), 2 a frozen Lite0 head (active)."""
+    headers = platform.login("alice")
+    model_id = platform.http.post("/v1/models", json={"name": "Stripes"}, headers=headers).json()["id"]
+    started = platform.http.post(
+        f"/v1/models/{model_id}/imports", content=stripes_zip(), headers={**headers, "Content-Type": "application/zip"}
+    )
+    assert platform.wait_for_job(headers, started.headers["Location"])["status"] == "succeeded"
+    cnn = train(platform, headers, model_id, {"kinds": ["scratch_cnn"], "max_epochs": 2, "time_budget_s": 300})
+    head = train(
+        platform,
+        headers,
+        model_id,
+        {"kinds": ["frozen_head"], "backbones": ["efficientnet_lite0"], "max_epochs": 3, "time_budget_s": 300},
+    )
+    listed = platform.http.get(f"/v1/models/{model_id}/images?split=test&limit=100", headers=headers).json()["data"]
+    known = [
+        platform.http.get(f"/v1/models/{model_id}/images/{image['id']}/content", headers=headers).content
+        for image in listed
+    ]
+    return headers, model_id, {"cnn": cnn, "head": head}, known
+
+
+def flagged_share(platform, headers, model_id: str, version: int, pictures: list[bytes]) -> float:
+    files = [("files", (f"{i}.png", data)) for i, data in enumerate(pictures)]
+    response = platform.http.post(
+        f"/v1/models/{model_id}/classify?version={version}", files=files, headers=headers, timeout=SLOW
+    )
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    for result in results:
+        assert isinstance(result["none_of_the_above"], bool)
+        assert (result["none_of_the_above_reason"] is not None) == result["none_of_the_above"]
+    return float(np.mean([result["none_of_the_above"] for result in results]))
+
+
+def test_an_unseen_kind_is_none_of_the_above_more_often_than_known_ones(platform, stripes) -> None:
+    headers, model_id, versions, known = stripes
+    unseen = unseen_pictures()
+
+    known_share = flagged_share(platform, headers, model_id, versions["head"], known)
+    unseen_share = flagged_share(platform, headers, model_id, versions["head"], unseen)
+
+    assert unseen_share > known_share, (unseen_share, known_share)
+    assert unseen_share >= 0.5 and known_share <= 0.5
+    # the threshold is the model's: 0 turns the flag off
+    patched = platform.http.patch(f"/v1/models/{model_id}", json={"none_of_the_above_below": 0}, headers=headers)
+    assert patched.status_code == 200
+    assert flagged_share(platform, headers, model_id, versions["head"], unseen) == 0.0
+    platform.http.patch(f"/v1/models/{model_id}", json={"none_of_the_above_below": None}, headers=headers)
+    # a whole model (max probability) answers with the flag too
+    flagged_share(platform, headers, model_id, versions["cnn"], known)
