@@ -109,6 +109,16 @@ class ServeClassifier:
             self.plans.put(version.artifact_uri, plan)
         return plan
 
+    async def warm(self, version: VersionRecord) -> None:
+        """Load a version's plan, "none of the above" model and head (or whole model) before it answers."""
+        plan = await self.plan(version)
+        await self._scores(plan, np.ones((0, len(plan.class_names))))
+        if plan.extractor is None:
+            await self.full_models.options(multiplexed_model_id=plan.artifact_uri).warm.remote()
+        else:
+            ref = HeadRef(version.model_id, version.version, plan.artifact_uri, plan.head_file or "")
+            await self.heads.warm.remote(ref)
+
     async def _scores(self, plan: ServingPlan, probabilities: np.ndarray, views: list[FeatureViews] | None = None):
         """The probabilities with each picture's "none of the above" share: from the features the head saw
         (centroid distance) or, for a whole model, from its best probability."""

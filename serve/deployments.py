@@ -72,12 +72,16 @@ class Heads:
         self.heads: Lru[Head] = Lru(cache_size)
 
     async def predict(self, ref: HeadRef, features: np.ndarray, mirrored: np.ndarray | None = None) -> np.ndarray:
+        return (await self.warm(ref)).predict_proba_views(features, mirrored)
+
+    async def warm(self, ref: HeadRef) -> Head:
+        """The version's head, loaded into the LRU when missing (also called when a version is activated)."""
         key = (ref.model_id, ref.version)
         head = self.heads.get(key)
         if head is None:
             head = await asyncio.to_thread(load_head, self.blobs, ref)
             self.heads.put(key, head)
-        return head.predict_proba_views(features, mirrored)
+        return head
 
 
 class FullModels:
@@ -94,6 +98,10 @@ class FullModels:
     async def model(self, artifact_uri: str):
         tensorflow_threads(self.threads)
         return await asyncio.to_thread(load_full_model, self.blobs, artifact_uri, self.backbone_dir)
+
+    async def warm(self) -> None:
+        """Load the request's model (its multiplexed id) before it answers."""
+        await self.model(serve.get_multiplexed_model_id())
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
     async def predict(self, images: list[np.ndarray]) -> list[np.ndarray]:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 from typing import Literal
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
 from cluster.catalog import jobs as catalog_jobs
@@ -143,12 +145,21 @@ async def get_version(model_id: str, version: int, principal: CurrentUser, servi
 
 
 @router.post("/models/{model_id}/versions/{version}/activate")
-async def activate_version(model_id: str, version: int, principal: CurrentUser, services: ServicesDep) -> VersionPublic:
-    """Make this version the one that answers (a rollback is one call)."""
+async def activate_version(
+    model_id: str, version: int, request: Request, principal: CurrentUser, services: ServicesDep
+) -> VersionPublic:
+    """Make this version the one that answers (a rollback is one call). Its head or model is loaded first (for
+    at most a few seconds), so the first answers after the switch do not wait for it."""
+    target = await services.catalog.call(catalog_runs.get_version, principal.id, model_id, version)
+    warm = getattr(getattr(request.app.state, "classifier", None), "warm", None)
+    if warm is not None and target.artifact_uri:
+        with contextlib.suppress(Exception):  # warming is a courtesy: the switch happens anyway
+            await asyncio.wait_for(warm(target), timeout=WARM_BEFORE_ACTIVATE_S)
     record = await services.catalog.call(catalog_runs.activate_version, principal.id, model_id, version)
     return version_public(record, record.version)
 
 
+WARM_BEFORE_ACTIVATE_S = 10.0  # a numpy head loads in milliseconds; a whole Keras model in a few seconds
 EXPORT_MEDIA_TYPES = {"keras": "application/zip", "tflite": "application/octet-stream"}
 
 

@@ -1,10 +1,12 @@
 """Classification on real Ray Serve over HTTP, beyond the basics of test_classify.py: "none of the above" for
-pictures of a kind the model never saw.
+pictures of a kind the model never saw, and switching the active version under continuous requests.
 """
 
 from __future__ import annotations
 
 import io
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -83,3 +85,40 @@ def test_an_unseen_kind_is_none_of_the_above_more_often_than_known_ones(platform
     platform.http.patch(f"/v1/models/{model_id}", json={"none_of_the_above_below": None}, headers=headers)
     # a whole model (max probability) answers with the flag too
     flagged_share(platform, headers, model_id, versions["cnn"], known)
+
+
+def test_switching_the_active_version_under_continuous_requests_loses_none(platform, stripes) -> None:
+    headers, model_id, versions, known = stripes
+    for version in versions.values():  # both loaded once, as a switch between live versions
+        flagged_share(platform, headers, model_id, version, known[:1])
+    answers: list[int] = []
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def classify() -> None:
+        while not stop.is_set():
+            response = platform.http.post(
+                f"/v1/models/{model_id}/classify", files=[("files", ("x.png", known[0]))], headers=headers, timeout=60
+            )
+            if response.status_code == 200:
+                answers.append(response.json()["version"])
+            else:
+                errors.append(f"{response.status_code}: {response.text[:200]}")
+
+    workers = [threading.Thread(target=classify) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    try:
+        for version in [versions["cnn"], versions["head"]] * 3:
+            activated = platform.http.post(f"/v1/models/{model_id}/versions/{version}/activate", headers=headers)
+            assert activated.status_code == 200, activated.text
+            time.sleep(1.0)
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(timeout=120)
+
+    assert errors == []
+    assert len(answers) >= 10 and set(answers) == set(versions.values())
+    model = platform.http.get(f"/v1/models/{model_id}", headers=headers).json()
+    assert model["active_version"] == versions["head"]
