@@ -14,6 +14,7 @@ from cluster.config import Settings
 from cluster.importer import ImportRequest, run_import
 
 JOBS_ACTOR = "classifly-jobs"
+SERVE_APP_NAME = "classifly"  # serve.app.APP_NAME: batch jobs classify through its deployments
 
 
 def ray_map(parallelism: int, cpus_per_task: float = 0.5) -> Callable[[Callable[[Any], Any], list[Any]], Iterator[Any]]:
@@ -98,6 +99,13 @@ class JobsActor:
         self.running[job_id] = ref
         self.expansions[model_id] = ref
 
+    def submit_classify_batch(self, job_id: str, settings_json: str, app_name: str) -> None:
+        from cluster.batch import batch_driver
+
+        self._prune()
+        driver = ray.remote(num_cpus=0, max_retries=0)(batch_driver).options(name=f"classify-batch {job_id}")
+        self.running[job_id] = driver.remote(job_id, settings_json, app_name)
+
     def running_jobs(self) -> list[str]:
         self._prune()
         return list(self.running)
@@ -136,6 +144,9 @@ class RayJobLauncher:
 
     def submit_expansion(self, job_id: str, model_id: str) -> None:
         ray.get(self.handle.submit_expansion.remote(job_id, model_id, self.settings_json))
+
+    def submit_classify_batch(self, job_id: str) -> None:
+        ray.get(self.handle.submit_classify_batch.remote(job_id, self.settings_json, SERVE_APP_NAME))
 
     def export(self, artifact_uri: str, fmt: str) -> str:
         """Build (or find) the export file on a Ray task with TensorFlow; blocks until it is stored."""

@@ -24,6 +24,8 @@ class JobLauncher(Protocol):
 
     def submit_expansion(self, job_id: str, model_id: str) -> None: ...
 
+    def submit_classify_batch(self, job_id: str) -> None: ...
+
     def export(self, artifact_uri: str, fmt: str) -> str:
         """The blob key of the artifact exported as one file in `fmt` (built on first request); blocks."""
         ...
@@ -48,6 +50,7 @@ class ThreadJobLauncher:
         self.threads: list[threading.Thread] = []
         self.training_requests: list[str] = []
         self.expansion_requests: list[str] = []
+        self.batch_requests: list[str] = []
 
     def submit_import(self, request: ImportRequest) -> None:
         thread = threading.Thread(target=self._run, args=(request,), daemon=True, name=f"import-{request.job_id}")
@@ -61,6 +64,11 @@ class ThreadJobLauncher:
     def submit_expansion(self, job_id: str, model_id: str) -> None:
         """Expansions need Ray (feature tasks); in-process the job is recorded and stays queued."""
         self.expansion_requests.append(job_id)
+
+    def submit_classify_batch(self, job_id: str) -> None:
+        """Classifying needs the serving deployments; in-process the job is recorded and stays queued (tests run
+        it with `cluster.batch.run_batch` and a classifier of their own)."""
+        self.batch_requests.append(job_id)
 
     def export(self, artifact_uri: str, fmt: str) -> str:
         from cluster.artifacts import export_artifact

@@ -127,6 +127,30 @@ def plan_zip(path: str | os.PathLike[str], limits: ZipLimits = ZipLimits()) -> Z
     return ZipPlan(layout, tuple(entries), tuple(scan.rejects + rejects), tuple(empty), scan.ignored)
 
 
+def list_pictures(path: str | os.PathLike[str], limits: ZipLimits = ZipLimits()) -> ZipPlan:
+    """Every file of a zip to classify, in any folder (no classes): the same archive and per-entry checks as
+    `plan_zip` (entry count, sizes, ratios, zip-slip, links, nested archives, encryption), each refusal with
+    its reason; entries come in the zip's order with an empty label."""
+    archive = os.path.basename(os.fspath(path))
+    with open(path, "rb") as file:
+        declared = _declared_entry_count(file)
+        if declared is not None and declared > limits.max_entries:
+            raise _too_many_entries(archive, declared, limits)
+        try:
+            with zipfile.ZipFile(file) as archive_file:
+                infos = archive_file.infolist()
+        except Exception as error:  # noqa: BLE001 - a hostile directory raises many exception types
+            raise InvalidInput(f"'{archive}' is not a zip file, or it is damaged ({error}).", field=archive) from error
+    _check_archive(archive, infos, limits)
+    scan = _scan(infos, limits)
+    entries = [
+        ZipEntry(name, index, "", None, size, infos[index].header_offset, infos[index].compress_size,
+                 infos[index].compress_type, infos[index].CRC)
+        for index, name, _, size in scan.candidates
+    ]  # fmt: skip
+    return ZipPlan("class_folders", tuple(entries), tuple(scan.rejects), (), scan.ignored)
+
+
 def read_entry(zf: zipfile.ZipFile, entry: ZipEntry, limits: ZipLimits) -> bytes:
     """Unpack one planned entry into memory, never more than `limits.max_entry_uncompressed` bytes."""
     infos = zf.infolist()

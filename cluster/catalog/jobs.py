@@ -75,6 +75,12 @@ def create_job(
     return get_job(conn, job_id)
 
 
+def update_params(conn: Connection, job_id: str, params: dict[str, Any]) -> JobRecord:
+    """Replace a queued job's parameters (e.g. once its upload is stored under the job's id)."""
+    conn.execute("UPDATE jobs SET params = ?, updated_at = ? WHERE id = ?", [json.dumps(params), utcnow(), job_id])
+    return get_job(conn, job_id)
+
+
 def get_job(conn: Connection, job_id: str) -> JobRecord:
     """A job by id, for the platform's own use."""
     row = conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", [job_id]).fetchone()

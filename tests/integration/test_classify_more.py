@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import threading
 import time
+import zipfile
 
 import numpy as np
 import pytest
@@ -122,3 +123,28 @@ def test_switching_the_active_version_under_continuous_requests_loses_none(platf
     assert len(answers) >= 10 and set(answers) == set(versions.values())
     model = platform.http.get(f"/v1/models/{model_id}", headers=headers).json()
     assert model["active_version"] == versions["head"]
+
+
+def test_a_zip_is_classified_by_a_background_job(platform, stripes) -> None:
+    headers, model_id, versions, known = stripes
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for i, data in enumerate(known):
+            archive.writestr(f"known/{i}.png", data)
+        archive.writestr("broken.png", b"nope")
+
+    started = platform.http.post(
+        f"/v1/models/{model_id}/classify-batch", files={"file": ("batch.zip", buffer.getvalue())}, headers=headers
+    )
+
+    assert started.status_code == 202, started.text
+    job = platform.wait_for_job(headers, started.headers["Location"], deadline_s=SLOW)
+    assert job["status"] == "succeeded", job
+    assert (job["result"]["classified"], job["result"]["failed"]) == (len(known), 1)
+    assert job["progress"]["done"] == job["progress"]["total"] == len(known) + 1
+    rows = platform.http.get(f"/v1/jobs/{job['id']}/results", headers=headers).json()["results"]
+    assert {row["label"] for row in rows if row["task_id"]} <= {"horizontal", "vertical"}
+    task_id = next(row["task_id"] for row in rows if row["task_id"])
+    assert platform.http.get(f"/v1/tasks/{task_id}", headers=headers).json()["version"] == versions["head"]
+    csv_text = platform.http.get(f"/v1/jobs/{job['id']}/results?format=csv", headers=headers).text
+    assert csv_text.splitlines()[0].startswith("name,task_id,label") and len(csv_text.splitlines()) == len(rows) + 1
