@@ -22,6 +22,7 @@ from cluster.catalog.client import Catalog
 from cluster.catalog.db import new_id
 from cluster.catalog.tasks import NewTask
 from cluster.config import Settings
+from cluster.kept import keep_pictures
 from pipelines.errors import ClassiflyError, InvalidInput
 from pipelines.images import PreprocessingPolicy, load_for_model
 from pipelines.ood import DEFAULT_NONE_BELOW
@@ -60,6 +61,7 @@ async def run_batch(job, catalog: Catalog, blobs: BlobStore, settings: Settings,
             for start in range(0, total, CHUNK):
                 chunk_started = time.perf_counter()
                 pictures: list[tuple[str, np.ndarray, str]] = []
+                kept: list[tuple[str, bytes]] = []
                 for entry in plan.entries[start : start + CHUNK]:
                     try:
                         data = reader.read(entry, limits)
@@ -68,7 +70,9 @@ async def run_batch(job, catalog: Catalog, blobs: BlobStore, settings: Settings,
                         rows.append(_failed(entry.name, error.detail))
                         continue
                     pictures.append((entry.name, image, sha256_hex(data)))
+                    kept.append((pictures[-1][2], data))
                 if pictures:
+                    keep_pictures(blobs, kept, settings.keep_classified_days)
                     scores = await classifier.classify(served, [image for _, image, _ in pictures])
                     results = answers(
                         scores.probabilities,

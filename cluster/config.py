@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     serve_max_ongoing_requests: int = Field(256, ge=1, description="Requests one serving replica takes at once")
     head_cache_size: int = Field(256, ge=1, description="Model versions' heads kept in memory")
     uncertain_below: float = Field(0.5, ge=0, le=1, description="Answers below this probability are 'uncertain'")
+    keep_classified_days: int = Field(
+        7, ge=0, description="Days classified pictures are kept, so feedback can add them to the dataset (0: never)"
+    )
 
     @field_validator("data_dir")
     @classmethod

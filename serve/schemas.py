@@ -384,6 +384,11 @@ class FeedbackIn(BaseModel):
 
     correct: bool | None = None
     label: str | None = Field(None, min_length=1, max_length=100, examples=["cat"])
+    add_to_dataset: bool = Field(
+        False,
+        description="Also add the classified picture to the model's dataset under `label` (or under the answer, "
+        "with correct: true); the model is then updated like after an upload",
+    )
 
 
 class FeedbackPublic(Public):
@@ -404,6 +409,8 @@ class TaskPublic(Public):
     created_at: datetime
     feedback: FeedbackPublic | None
     url: str
+    added_to_dataset: FileOutcome | None = Field(None, description="With add_to_dataset: what became of the picture")
+    model_update: str | None = Field(None, description="With add_to_dataset: the model update job it started")
 
 
 class TasksPublic(Public):

@@ -16,6 +16,7 @@ from cluster.catalog import tasks as catalog_tasks
 from cluster.catalog.db import new_id
 from cluster.catalog.runs import VersionRecord
 from cluster.catalog.tasks import NewTask
+from cluster.kept import keep_pictures
 from cluster.services import Services
 from pipelines.errors import ClassiflyError, InvalidInput, NotReady
 from pipelines.images import PreprocessingPolicy, load_for_model
@@ -45,6 +46,7 @@ class Decoded:
     image: np.ndarray | None = None
     sha256: str | None = None
     error: ClassiflyError | None = None
+    data: bytes | None = None  # kept for `add_to_dataset` (cluster/kept.py)
 
 
 @router.post("/models/{model_id}/classify")
@@ -73,7 +75,11 @@ async def classify(
     if not usable:
         raise _nothing_classified(decoded, request.url.path)
 
-    scores = await classifier.classify(served, [item.image for item in usable if item.image is not None])
+    kept = [(item.sha256, item.data) for item in usable if item.sha256 and item.data is not None]
+    scores, _ = await asyncio.gather(
+        classifier.classify(served, [item.image for item in usable if item.image is not None]),
+        run_in_threadpool(keep_pictures, services.blobs, kept, services.settings.keep_classified_days),
+    )
     threshold = services.settings.uncertain_below if uncertain_below is None else uncertain_below
     results = _answers(scores, served, top_k, threshold)
     latency_ms = round((time.perf_counter() - started) * 1000, 2)
@@ -152,6 +158,9 @@ async def classify_with_models(
         results.append(ModelAnswer(model_id=model_id, **_answer_fields(task, result)))
     if not tasks:
         raise _nothing_answered(results, errors[0])
+    await run_in_threadpool(
+        keep_pictures, services.blobs, [(sha256_hex(data), data)], services.settings.keep_classified_days
+    )
     await services.catalog.call(catalog_tasks.record_tasks_of_models, principal.id, tasks)
     return ModelsClassifyOut(
         name=name,
@@ -217,7 +226,7 @@ async def _decode(services: Services, file: UploadFile, policy: PreprocessingPol
         )
     except ClassiflyError as error:
         return Decoded(name, error=error)
-    return Decoded(name, image, sha256_hex(data))
+    return Decoded(name, image, sha256_hex(data), data=data)
 
 
 def _task(result: Answer, version: int, latency_ms: float, sha256: str | None) -> NewTask:

@@ -70,7 +70,7 @@ async def upload_images(
     for file in files:
         data = await read_upload(file, services.settings.max_image_bytes)
         offered.append(
-            await run_in_threadpool(_describe, services, data, file.filename or "upload", clean_label, split)
+            await run_in_threadpool(describe_picture, services, data, file.filename or "upload", clean_label, split)
         )
     offered = await _store_new_pictures(services, files, offered)
     outcomes = await services.catalog.call(
@@ -121,7 +121,7 @@ async def _store_new_pictures(services, files: list[UploadFile], offered: list[N
     return await run_in_threadpool(write)
 
 
-def _describe(services, data: bytes, name: str, label: str, split: str | None) -> NewImage:
+def describe_picture(services, data: bytes, name: str, label: str, split: str | None) -> NewImage:
     try:
         info = inspect_image(data, name, max_pixels=services.settings.max_image_pixels)
     except InvalidInput as error:

@@ -2,16 +2,32 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
+from starlette.concurrency import run_in_threadpool
 
+from cluster.catalog import images as catalog_images
 from cluster.catalog import task_stats
 from cluster.catalog import tasks as catalog_tasks
 from cluster.catalog.tasks import TaskFilter, TaskRecord
-from serve.deps import CurrentUser, ServicesDep
-from serve.schemas import ClassScore, FeedbackIn, FeedbackPublic, ModelStatsPublic, TaskPublic, TasksPublic
+from cluster.kept import kept_picture
+from pipelines.errors import InvalidInput, NotReady
+from pipelines.zips import validate_class_name
+from serve.deps import CurrentUser, ServicesDep, quota_of
+from serve.routes.common import request_model_update
+from serve.routes.images import describe_picture
+from serve.schemas import (
+    ClassScore,
+    FeedbackIn,
+    FeedbackPublic,
+    FileOutcome,
+    ModelStatsPublic,
+    TaskPublic,
+    TasksPublic,
+)
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 stats_router = APIRouter(tags=["tasks"])
@@ -73,12 +89,78 @@ async def get_task(task_id: str, principal: CurrentUser, services: ServicesDep) 
 
 
 @router.post("/{task_id}/feedback")
-async def give_feedback(task_id: str, body: FeedbackIn, principal: CurrentUser, services: ServicesDep) -> TaskPublic:
-    """Confirm the answer (`{"correct": true}`) or correct it (`{"label": "cat"}`); later feedback replaces it."""
+async def give_feedback(
+    task_id: str, body: FeedbackIn, response: Response, principal: CurrentUser, services: ServicesDep
+) -> TaskPublic:
+    """Confirm the answer (`{"correct": true}`) or correct it (`{"label": "cat"}`); later feedback replaces it.
+    With `"add_to_dataset": true` the classified picture also joins the model's dataset under that class (the
+    self-learning loop); a trained model then gets a new version as after an upload (`Model-Update` header)."""
+    data = None
+    if body.add_to_dataset:
+        if body.label is None and body.correct is not True:
+            raise InvalidInput(
+                "To add the picture to the dataset, give its class ('label') or confirm the answer ('correct': true).",
+                field="label",
+            )
+        before = await services.catalog.call(catalog_tasks.get_task, principal.id, task_id)
+        data = await _kept_bytes(services, before)
     task = await services.catalog.call(
         catalog_tasks.give_feedback, principal.id, task_id, correct=body.correct, label=body.label
     )
-    return task_public(task)
+    out = task_public(task)
+    if data is not None:
+        out.added_to_dataset, out.model_update = await _add_to_dataset(
+            services, principal, task, body.label or task.label, data, response
+        )
+    return out
+
+
+async def _kept_bytes(services, task: TaskRecord) -> bytes:
+    days = services.settings.keep_classified_days
+    data = None
+    if task.image_sha256 and days > 0:
+        data = await run_in_threadpool(kept_picture, services.blobs, task.image_sha256, task.created_at)
+    if data is None:
+        raise NotReady(
+            f"The picture of task '{task.id}' is no longer kept (classified pictures are kept {days} days), so it "
+            "cannot be added from here. Upload it to the class instead (POST /v1/models/{id}/images)."
+        )
+    return data
+
+
+async def _add_to_dataset(services, principal, task: TaskRecord, label: str, data: bytes, response: Response):
+    """Store the picture (blob first, row second, as an upload does) and ask for a model update when it is new."""
+    image = await run_in_threadpool(
+        describe_picture, services, data, f"task-{task.id}", validate_class_name(label), None
+    )
+    if image.sha256 is not None:
+        stored = await services.catalog.call(catalog_images.blob_refs, [image.sha256])
+        ref = stored.get(image.sha256)
+        if ref is None:
+
+            def write():
+                with services.blobs.pack_writer() as pack:
+                    return pack.add(image.sha256, data)
+
+            ref = await run_in_threadpool(write)
+        image = replace(image, ref=ref)
+    outcomes = await services.catalog.call(
+        catalog_images.add_images,
+        principal.id,
+        task.model_id,
+        [image],
+        quota_bytes=quota_of(services, principal.user),
+        require_usable=True,
+    )
+    (row,) = outcomes.rows()
+    outcome = FileOutcome(name=row.original_name, status=row.status, image_id=row.image_id, split=row.split,
+                          reason=row.reason)  # fmt: skip
+    update = None
+    if row.status == "accepted":
+        reason = f"a picture of '{label}' added from task {task.id}"
+        job = await request_model_update(services, principal.id, task.model_id, reason, response)
+        update = f"/v1/jobs/{job.id}" if job else None
+    return outcome, update
 
 
 @stats_router.get("/models/{model_id}/stats")

@@ -148,3 +148,26 @@ def test_a_zip_is_classified_by_a_background_job(platform, stripes) -> None:
     assert platform.http.get(f"/v1/tasks/{task_id}", headers=headers).json()["version"] == versions["head"]
     csv_text = platform.http.get(f"/v1/jobs/{job['id']}/results?format=csv", headers=headers).text
     assert csv_text.splitlines()[0].startswith("name,task_id,label") and len(csv_text.splitlines()) == len(rows) + 1
+
+
+def test_a_corrected_picture_added_to_the_dataset_gives_a_new_version(platform, stripes) -> None:
+    headers, model_id, versions, known = stripes
+    picture = unseen_pictures(1)[0]
+    answered = platform.http.post(
+        f"/v1/models/{model_id}/classify", files=[("files", ("new.png", picture))], headers=headers, timeout=SLOW
+    ).json()["results"][0]
+
+    response = platform.http.post(
+        f"/v1/tasks/{answered['task_id']}/feedback",
+        json={"label": "vertical", "add_to_dataset": True},
+        headers=headers,
+    )
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["added_to_dataset"]["status"] == "accepted" and body["model_update"]
+    update = platform.wait_for_job(headers, body["model_update"], deadline_s=SLOW)
+    assert update["status"] == "succeeded", update
+    assert update["result"]["version"] > max(versions.values())
+    images = platform.http.get(f"/v1/models/{model_id}/images?label=vertical&limit=100", headers=headers).json()
+    assert body["added_to_dataset"]["image_id"] in {image["id"] for image in images["data"]}
