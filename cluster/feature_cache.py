@@ -29,7 +29,13 @@ from pipelines.images import PreprocessingPolicy
 logger = logging.getLogger("classifly.features")
 
 CACHE_FORMAT = 1
-EXTRACT_BATCH = 1024  # pictures per batch (one chunk file): amortises a task, still shows progress
+EXTRACT_BATCH = 1024  # pictures per Ray task (one chunk file): amortises a task, still shows progress
+INLINE_BATCH = 256  # pictures per chunk computed inside a trial: a stop is heard within seconds
+
+
+class OutOfTime(Exception):
+    """Feature extraction stopped because the caller's time was up."""
+
 
 _EXTRACTORS: dict[tuple, object] = {}  # per worker process: loaded backbones, reused by later tasks
 
@@ -145,6 +151,7 @@ def cached_features(
     backbone_cache_dir: str,
     parallelism: int | None = None,
     report: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> CachedFeatures:
     """`features_from_cache` for a pretrained backbone candidate."""
     return features_from_cache(
@@ -157,6 +164,7 @@ def cached_features(
         backbone_cache_dir=backbone_cache_dir,
         parallelism=parallelism,
         report=report,
+        should_stop=should_stop,
     )
 
 
@@ -171,12 +179,14 @@ def features_from_cache(
     backbone_cache_dir: str,
     parallelism: int | None = None,
     report: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> CachedFeatures:
     """The features of `pictures` (identified by `shas`) from `source` (see `_extractor`): read from the cache
     `key`, the missing ones computed in batches and added to the cache batch by batch (work done before a stop is
     kept). `parallelism` Ray tasks compute at once; None computes here (inside a trial, on its CPUs).
     `pictures` are the prepared pictures, or a function giving those of some rows (then only the pictures
-    whose features are missing are ever decoded).
+    whose features are missing are ever decoded). `should_stop` is asked between batches computed here;
+    when it says so, `OutOfTime` is raised (the batches done so far stay cached).
     """
     if isinstance(pictures, np.ndarray):
         if len(shas) != len(pictures):
@@ -208,7 +218,10 @@ def features_from_cache(
             report(done, len(shas))
 
     if parallelism is None:
-        for rows in batches:
+        for start in range(0, len(missing), INLINE_BATCH):
+            if should_stop is not None and should_stop():
+                raise OutOfTime(f"Stopped after the features of {done:,} of {len(shas):,} pictures.")
+            rows = missing[start : start + INLINE_BATCH]
             keep(rows, *_extract_batch(load(rows), source, side, backbone_cache_dir))
     else:
         task = ray.remote(num_cpus=1, max_retries=1)(_extract_batch)

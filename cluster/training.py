@@ -24,7 +24,7 @@ from cluster.catalog.actor import RayCatalog, get_catalog_actor
 from cluster.catalog.client import Catalog
 from cluster.config import Settings
 from cluster.expansion import fingerprint
-from cluster.feature_cache import cached_features
+from cluster.feature_cache import OutOfTime, cached_features
 from pipelines.candidates import (
     CandidateSpec,
     DatasetSummary,
@@ -164,7 +164,14 @@ def _trainable(config: dict[str, Any], data=None, settings_json: str = "", run_i
     blobs = open_blob_store(settings.blob_root)
     features = None
     if spec.kind == "frozen_head":
-        features = _cached_feature_sets(blobs, spec, policy, data, settings)
+        try:
+            features = _cached_feature_sets(
+                blobs, spec, policy, data, settings, should_stop=lambda: time.time() > deadline
+            )
+        except OutOfTime:
+            # No time left to finish this candidate's features (those done stay cached for the next run).
+            tune.report({"val_accuracy": 0.0, "final": 1.0, "epochs_run": 0, "stopped_because": "time budget"})
+            return
     trained = train_candidate(
         spec,
         TrainingData(data.train_images, data.train_labels, data.val_images, data.val_labels, data.class_names),
@@ -185,7 +192,9 @@ def _trainable(config: dict[str, Any], data=None, settings_json: str = "", run_i
     )
 
 
-def _cached_feature_sets(blobs, spec: CandidateSpec, policy: PreprocessingPolicy, data: Prepared, settings: Settings):
+def _cached_feature_sets(
+    blobs, spec: CandidateSpec, policy: PreprocessingPolicy, data: Prepared, settings: Settings, should_stop=None
+):
     """Train and validation features from the feature cache (computed here, on the trial's CPUs, when new)."""
     from pipelines.features import FeatureSet
 
@@ -197,6 +206,7 @@ def _cached_feature_sets(blobs, spec: CandidateSpec, policy: PreprocessingPolicy
         data.train_shas + data.val_shas,
         images,
         backbone_cache_dir=str(settings.data_dir / "backbones"),
+        should_stop=should_stop,
     )
     cut = len(data.train_labels)
     plain, mirrored = cached.features.astype(np.float32), cached.mirrored.astype(np.float32)
@@ -652,6 +662,8 @@ def _words(reason: str, target) -> str:
         "max_epochs": "trained for all its epochs",
         "early_stopping": "stopped improving",
         "callback": "stopped: the search had its answer or ran out of time",
+        "asked to stop": "stopped: the goal was reached, the time was up, or the run was cancelled",
+        "time budget": "ran out of time before its picture features were ready",
     }
     return table.get(reason, reason)
 

@@ -94,3 +94,20 @@ def test_features_are_computed_once_then_read_from_the_cache(
 def test_a_picture_count_mismatch_is_refused(tmp_path: Path, cache_dir: Path) -> None:
     with pytest.raises(InvalidInput, match="picture ids"):
         cached_features(LocalBlobStore(tmp_path), SPEC, POLICY, ["a"], pictures(2), backbone_cache_dir=str(cache_dir))
+
+
+def test_a_stop_between_batches_keeps_the_features_done(tmp_path: Path, cache_dir: Path) -> None:
+    from cluster.feature_cache import INLINE_BATCH, OutOfTime
+
+    blobs = LocalBlobStore(tmp_path)
+    count = INLINE_BATCH + 8
+    images, shas = pictures(count, seed=4), [f"p{i}" for i in range(count)]
+    answers = iter([False, True])
+
+    with pytest.raises(OutOfTime):
+        cached_features(
+            blobs, SPEC, POLICY, shas, images, backbone_cache_dir=str(cache_dir), should_stop=lambda: next(answers)
+        )
+
+    found, _ = FeatureCache(blobs, feature_key(SPEC, POLICY)).load(shas)
+    assert found.sum() == INLINE_BATCH  # the first batch is cached; the next run computes only the rest
