@@ -157,7 +157,7 @@ def load_trained(blobs: BlobStore, prefix: str, backbone_cache_dir: str | os.Pat
     from pipelines.features import FeatureExtractor
 
     manifest = ArtifactManifest(**json.loads(blobs.get(f"{prefix}/{MANIFEST}")))
-    if "base" in manifest.files:  # a from-scratch CNN's feature base with a refitted head (an expansion)
+    if "base" in manifest.files and "head" in manifest.files:  # a CNN's feature base with a refitted head
         from pipelines.cnn import join_features
 
         head = Head.from_bytes(blobs.get(f"{prefix}/{manifest.files['head']}"))

@@ -5,6 +5,7 @@ a published model version. Every trial is recorded in the catalog as it goes: th
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -24,7 +25,7 @@ from cluster.catalog.actor import RayCatalog, get_catalog_actor
 from cluster.catalog.client import Catalog
 from cluster.config import Settings
 from cluster.expansion import fingerprint
-from cluster.feature_cache import OutOfTime, cached_features
+from cluster.feature_cache import OutOfTime, base_feature_key, cached_features, features_from_cache
 from pipelines.candidates import (
     CandidateSpec,
     DatasetSummary,
@@ -67,6 +68,7 @@ class Prepared:
     val_ids: np.ndarray
     train_shas: tuple[str, ...] = ()
     val_shas: tuple[str, ...] = ()
+    test_shas: tuple[str, ...] = ()
 
 
 def _prepare_batch(blob_root: str, refs: list[BlobRef], names: list[str], policy: dict, max_pixels: int) -> np.ndarray:
@@ -125,6 +127,7 @@ def split_snapshot(snapshot, pictures: np.ndarray) -> Prepared:
         val_ids=np.array([snapshot[i].image_id for i in val_rows], dtype=np.int64),
         train_shas=tuple(snapshot[i].sha256 for i in fit_rows),
         val_shas=tuple(snapshot[i].sha256 for i in val_rows),
+        test_shas=tuple(snapshot[i].sha256 for i in test_rows),
     )
 
 
@@ -336,6 +339,9 @@ def _search(run, settings: Settings, catalog: Catalog, progress, started: float,
         ood = fit_centroids(train.features, train.labels, val.features, len(data.class_names))
     else:
         ood = fit_max_probability(model.predict_proba(data.val_images)) if len(data.val_labels) else None
+        if model.spec.kind == "scratch_cnn":
+            progress("evaluating", 0.95, "Preparing quick updates (features of every picture)")
+            own = _store_cnn_base(blobs, winner["artifact"], model, data, policy, settings)
     if ood is not None:
         add_ood(blobs, winner["artifact"], ood)
     metrics["label_mistakes"] = label_mistakes(model, data, features=own)
@@ -365,6 +371,38 @@ def _search(run, settings: Settings, catalog: Catalog, progress, started: float,
         "leaderboard_size": len(specs),
         "reached_target": target is not None and metrics["accuracy"] >= target,
     }
+
+
+def _store_cnn_base(blobs, artifact: str, model, data: Prepared, policy, settings: Settings):
+    """A from-scratch CNN winner: its layers up to the classifier stored as `base.keras` in the artifact, and the
+    base's features of the run's training pictures cached, so a later model update (a class added) only computes
+    the new pictures' features. Returns (features, None) of the train + validation pictures for the label check.
+    """
+    from pipelines.cnn import split_features
+
+    base, _ = split_features(model.keras_model, model.class_names)
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "base.keras")
+        base.save(path)
+        with open(path, "rb") as file:
+            base_bytes = file.read()
+    blobs.put(f"{artifact}/base.keras", base_bytes)
+    manifest = json.loads(blobs.get(f"{artifact}/{MANIFEST}"))
+    manifest["files"]["base"] = "base.keras"
+    blobs.put(f"{artifact}/{MANIFEST}", json.dumps(manifest, indent=2).encode())
+    images = np.concatenate([data.train_images, data.val_images, data.test_images])
+    shas = data.train_shas + data.val_shas + data.test_shas
+    cached = features_from_cache(
+        blobs,
+        base_feature_key(f"{artifact}/base.keras", base_bytes, policy),
+        ("base", settings.blob_root, f"{artifact}/base.keras"),
+        policy,
+        shas,
+        images,
+        backbone_cache_dir=str(settings.data_dir / "backbones"),
+    )
+    own = len(data.train_labels) + len(data.val_labels)
+    return cached.features[:own].astype(np.float32), None
 
 
 def _expand_with_later_changes(run, catalog: Catalog, settings: Settings, trained_on: str) -> None:
