@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import time
 from typing import Any
 
@@ -28,8 +27,6 @@ from pipelines.images import PreprocessingPolicy, load_for_model
 from pipelines.ood import DEFAULT_NONE_BELOW
 from pipelines.predictions import answers
 from pipelines.zips import EntryReader, list_pictures
-
-logger = logging.getLogger("classifly.batch")
 
 CHUNK = 32  # pictures classified (and tasks recorded) together
 RESULT_COLUMNS = ("name", "task_id", "label", "confidence", "uncertain", "none_of_the_above", "top", "error")
@@ -150,6 +147,7 @@ def batch_driver(job_id: str, settings_json: str, app_name: str) -> None:
     from ray import serve
 
     from cluster.catalog.actor import RayCatalog, get_catalog_actor
+    from cluster.jobs import finish_whatever_happens
     from serve.classifier import ServeClassifier  # the API's own classification path (imported only here)
 
     settings = Settings.model_validate_json(settings_json)
@@ -160,30 +158,20 @@ def batch_driver(job_id: str, settings_json: str, app_name: str) -> None:
     def progress(done: int, total: int, message: str) -> None:
         catalog.call_sync(catalog_jobs.report_progress, job_id, done, total, message)
 
-    try:
+    def work() -> dict[str, Any]:
         handles = [
             serve.get_deployment_handle(name, app_name=app_name) for name in ("Extractor", "Heads", "FullModels")
         ]
         classifier = ServeClassifier(blobs, *handles)
-        result = asyncio.run(run_batch(job, catalog, blobs, settings, classifier, progress))
-        catalog.call_sync(catalog_jobs.finish_job, job_id, status="succeeded", message=result["summary"], result=result)
-    except ClassiflyError as error:
-        catalog.call_sync(
-            catalog_jobs.finish_job,
+        return asyncio.run(run_batch(job, catalog, blobs, settings, classifier, progress))
+
+    try:
+        finish_whatever_happens(
+            catalog,
             job_id,
-            status="failed",
-            message=error.detail,
-            error={"code": error.code, "title": error.title, "detail": error.detail},
-        )
-    except Exception as error:
-        logger.exception("classify-batch job %s failed", job_id)
-        detail = "Classifying the zip stopped on an unexpected problem. Try again."
-        catalog.call_sync(
-            catalog_jobs.finish_job,
-            job_id,
-            status="failed",
-            message=detail,
-            error={"code": "internal", "detail": detail, "type": type(error).__name__},
+            work,
+            kind="classify-batch",
+            unexpected="Classifying the zip stopped on an unexpected problem. Try again.",
         )
     finally:
         blobs.delete(job.params["upload_key"])

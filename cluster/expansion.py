@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import time
 from collections import Counter
 from dataclasses import replace
@@ -28,12 +27,10 @@ from cluster.catalog.client import Catalog
 from cluster.config import Settings
 from cluster.feature_cache import base_feature_key, feature_key, features_from_cache
 from pipelines.candidates import CandidateSpec
-from pipelines.errors import ClassiflyError, Conflict, InvalidInput, NotReady
+from pipelines.errors import Conflict, InvalidInput, NotReady
 from pipelines.images import PreprocessingPolicy
 from pipelines.ood import fit_centroids, fit_max_probability
 from pipelines.zips import stratified_split
-
-logger = logging.getLogger("classifly.expansion")
 
 # The quality guard: a full retrain is recommended when a new class is recognised less often than this, or an
 # old class loses more than OLD_CLASS_DROP of its recall compared with the version being replaced.
@@ -270,6 +267,7 @@ def expansion_driver(job_id: str, settings_json: str, after: list | None = None)
     import ray
 
     from cluster.catalog.actor import RayCatalog, get_catalog_actor
+    from cluster.jobs import finish_whatever_happens
 
     if after:
         ray.wait(after, num_returns=len(after))  # the model's previous expansion, whatever its outcome
@@ -283,24 +281,10 @@ def expansion_driver(job_id: str, settings_json: str, after: list | None = None)
     def progress(done: int, total: int, message: str) -> None:
         catalog.call_sync(catalog_jobs.report_progress, job_id, done, total, message)
 
-    try:
-        result = expand(job, catalog, blobs, settings, progress)
-        catalog.call_sync(catalog_jobs.finish_job, job_id, status="succeeded", message=result["summary"], result=result)
-    except ClassiflyError as error:
-        catalog.call_sync(
-            catalog_jobs.finish_job,
-            job_id,
-            status="failed",
-            message=error.detail,
-            error={"code": error.code, "title": error.title, "detail": error.detail},
-        )
-    except Exception as error:
-        logger.exception("expansion job %s failed", job_id)
-        detail = "Updating the model stopped on an unexpected problem. The active version is unchanged; try again."
-        catalog.call_sync(
-            catalog_jobs.finish_job,
-            job_id,
-            status="failed",
-            message=detail,
-            error={"code": "internal", "detail": detail, "type": type(error).__name__},
-        )
+    finish_whatever_happens(
+        catalog,
+        job_id,
+        lambda: expand(job, catalog, blobs, settings, progress),
+        kind="expansion",
+        unexpected="Updating the model stopped on an unexpected problem. The active version is unchanged; try again.",
+    )

@@ -3,18 +3,51 @@
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import ray
 
 from cluster.blobs import open_blob_store
+from cluster.catalog import jobs as catalog_jobs
 from cluster.catalog.actor import RayCatalog, get_catalog_actor
+from cluster.catalog.client import Catalog
 from cluster.config import Settings
 from cluster.importer import ImportRequest, run_import
+from pipelines.errors import ClassiflyError
+
+logger = logging.getLogger("classifly.jobs")
 
 JOBS_ACTOR = "classifly-jobs"
 SERVE_APP_NAME = "classifly"  # serve.app.APP_NAME: batch jobs classify through its deployments
+
+
+def finish_whatever_happens(
+    catalog: Catalog, job_id: str, work: Callable[[], dict[str, Any]], *, kind: str, unexpected: str
+) -> None:
+    """Run a started job's `work` and record how it ended: its result (with a `summary`), the problem it raised
+    in words, or `unexpected` (a sentence for the user; the traceback goes to the log) for anything else."""
+    try:
+        result = work()
+        catalog.call_sync(catalog_jobs.finish_job, job_id, status="succeeded", message=result["summary"], result=result)
+    except ClassiflyError as error:
+        catalog.call_sync(
+            catalog_jobs.finish_job,
+            job_id,
+            status="failed",
+            message=error.detail,
+            error={"code": error.code, "title": error.title, "detail": error.detail},
+        )
+    except Exception as error:
+        logger.exception("%s job %s failed", kind, job_id)
+        catalog.call_sync(
+            catalog_jobs.finish_job,
+            job_id,
+            status="failed",
+            message=unexpected,
+            error={"code": "internal", "detail": unexpected, "type": type(error).__name__},
+        )
 
 
 def ray_map(parallelism: int, cpus_per_task: float = 0.5) -> Callable[[Callable[[Any], Any], list[Any]], Iterator[Any]]:
