@@ -56,6 +56,15 @@ class Platform:
 
         return wait_until(final, deadline_s, f"job {job_url} to finish")
 
+    def wait_for_run(self, headers: dict[str, str], run_url: str, deadline_s: float = 600) -> dict:
+        """The training run at `run_url` once it is no longer queued or running."""
+
+        def final():
+            run = self.http.get(run_url, headers=headers).json()
+            return run if run["status"] not in ("queued", "running") else None
+
+        return wait_until(final, deadline_s, f"run {run_url} to finish", interval_s=1)
+
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:

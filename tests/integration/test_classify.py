@@ -4,46 +4,22 @@ head (Extractor + Heads) trained on stripes; answers, agreement with the evaluat
 
 from __future__ import annotations
 
-import io
-import zipfile
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from tests.integration.conftest import wait_until
+from tests.factories import stripes_zip
 
 pytestmark = pytest.mark.ray
 
 SLOW = 300  # the first classification of a version loads TensorFlow and the model in its replica
 
 
-def stripes_zip(per_class: int = 20, size: int = 16) -> bytes:
-    """Two classes a small CNN separates in a couple of epochs: horizontal vs vertical stripes, noisy."""
-    rng = np.random.default_rng(0)
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for label, axis in (("horizontal", 0), ("vertical", 1)):
-            for i in range(per_class):
-                stripes = (np.indices((size, size))[axis] // 2 % 2) * 200
-                noisy = np.clip(stripes + rng.integers(0, 55, (size, size)), 0, 255).astype(np.uint8)
-                data = io.BytesIO()
-                Image.fromarray(noisy).convert("RGB").save(data, "PNG")
-                archive.writestr(f"{label}/{i}.png", data.getvalue())
-    return buffer.getvalue()
-
-
 def train(platform, headers: dict[str, str], model_id: str, body: dict) -> int:
     started = platform.http.post(f"/v1/models/{model_id}/train", json=body, headers=headers)
     assert started.status_code == 202, started.text
-    run_url = started.headers["Location"]
-
-    def finished():
-        run = platform.http.get(run_url, headers=headers).json()
-        return run if run["status"] not in ("queued", "running") else None
-
-    run = wait_until(finished, 600, "the training run to finish", interval_s=1)
+    run = platform.wait_for_run(headers, started.headers["Location"])
     assert run["status"] == "succeeded", run
     return run["result"]["version"]
 

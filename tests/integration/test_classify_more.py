@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.integration.test_classify import SLOW, stripes_zip, train
+from tests.factories import stripes_zip
+from tests.integration.test_classify import SLOW, train
 
 pytestmark = pytest.mark.ray
 

@@ -57,12 +57,7 @@ def trained(platform):
     assert platform.wait_for_job(headers, started.headers["Location"])["status"] == "succeeded"
     body = {"kinds": ["frozen_head"], "backbones": ["efficientnet_lite0"], "max_epochs": 30, "time_budget_s": 300}
     run_url = platform.http.post(f"/v1/models/{model_id}/train", json=body, headers=headers).headers["Location"]
-    run = wait_until(
-        lambda: (r := platform.http.get(run_url, headers=headers).json())["status"] not in ("queued", "running") and r,
-        600,
-        "the first training run",
-        interval_s=1,
-    )
+    run = platform.wait_for_run(headers, run_url)
     assert run["status"] == "succeeded", run
     return headers, model_id
 
@@ -210,12 +205,7 @@ def test_a_from_scratch_cnn_grows_too(platform) -> None:
         upload(platform, headers, model_id, kind, pictures(kind, 25, seed=30 + len(kind)))
     body = {"kinds": ["scratch_cnn"], "max_epochs": 8, "time_budget_s": 300}
     run_url = platform.http.post(f"/v1/models/{model_id}/train", json=body, headers=headers).headers["Location"]
-    run = wait_until(
-        lambda: (r := platform.http.get(run_url, headers=headers).json())["status"] not in ("queued", "running") and r,
-        600,
-        "the CNN training run",
-        interval_s=1,
-    )
+    run = platform.wait_for_run(headers, run_url)
     assert run["status"] == "succeeded", run
 
     added = upload(platform, headers, model_id, "checker", pictures("checker", 25, 31))

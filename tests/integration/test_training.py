@@ -2,31 +2,13 @@
 
 from __future__ import annotations
 
-import io
-import zipfile
-
 import numpy as np
 import pytest
-from PIL import Image
 
+from tests.factories import stripes_zip
 from tests.integration.conftest import wait_until
 
 pytestmark = pytest.mark.ray
-
-
-def stripes_zip(per_class: int = 20, size: int = 16) -> bytes:
-    """Two classes a small CNN separates in a couple of epochs: horizontal vs vertical stripes, noisy."""
-    rng = np.random.default_rng(0)
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for label, axis in (("horizontal", 0), ("vertical", 1)):
-            for i in range(per_class):
-                stripes = (np.indices((size, size))[axis] // 2 % 2) * 200
-                noisy = np.clip(stripes + rng.integers(0, 55, (size, size)), 0, 255).astype(np.uint8)
-                data = io.BytesIO()
-                Image.fromarray(noisy).convert("RGB").save(data, "PNG")
-                archive.writestr(f"{label}/{i}.png", data.getvalue())
-    return buffer.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -47,13 +29,7 @@ def test_a_smoke_search_publishes_a_version_and_records_its_trials(platform, tra
     started = platform.http.post(f"/v1/models/{model_id}/train", json=body, headers=headers)
 
     assert started.status_code == 202, started.text
-    run_url = started.headers["Location"]
-
-    def finished():
-        run = platform.http.get(run_url, headers=headers).json()
-        return run if run["status"] not in ("queued", "running") else None
-
-    run = wait_until(finished, 420, "the training run to finish", interval_s=1)
+    run = platform.wait_for_run(headers, started.headers["Location"], deadline_s=420)
     assert run["status"] == "succeeded", run
     assert run["trials"], run
     assert all(trial["title"] and trial["stop_reason"] for trial in run["trials"])
@@ -130,12 +106,7 @@ def test_a_run_can_be_cancelled(platform, trained_model) -> None:
     cancelled = platform.http.post(f"{run_url}/cancel", headers=headers)
 
     assert cancelled.status_code == 200, cancelled.text
-    run = wait_until(
-        lambda: (r := platform.http.get(run_url, headers=headers).json())["status"] not in ("queued", "running") and r,
-        180,
-        "the run to stop",
-        interval_s=1,
-    )
+    run = platform.wait_for_run(headers, run_url, deadline_s=180)
     assert run["status"] == "cancelled", run
     versions = platform.http.get(f"/v1/models/{model_id}/versions", headers=headers).json()
     assert versions["count"] == before  # nothing published by the cancelled run
@@ -148,14 +119,7 @@ def test_frozen_backbone_candidates_fill_the_feature_cache_once(platform, traine
 
     def train() -> dict:
         run_url = platform.http.post(f"/v1/models/{model_id}/train", json=body, headers=headers).headers["Location"]
-        return wait_until(
-            lambda: (
-                (r := platform.http.get(run_url, headers=headers).json())["status"] not in ("queued", "running") and r
-            ),
-            600,
-            "the frozen-backbone run to finish",
-            interval_s=1,
-        )
+        return platform.wait_for_run(headers, run_url)
 
     first = train()
     assert first["status"] == "succeeded", first
