@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI, Request
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.responses import Response
@@ -9,7 +11,8 @@ from starlette.responses import Response
 from cluster.services import Services
 from serve.classifier import Classifier
 from serve.problems import install_problem_handlers, problem_response
-from serve.routes import auth, classify, datasets, health, images, models, service, tasks, tokens, training
+from serve.routes import admin, auth, classify, datasets, health, images, models, service, tasks, tokens, training
+from serve.task_buffer import TaskBuffer
 
 API_DESCRIPTION = """
 Turn folders of labelled pictures into image classifiers.
@@ -47,14 +50,23 @@ class BodySizeLimit(BaseHTTPMiddleware):
 
 def create_api(services: Services, classifier: Classifier | None = None) -> FastAPI:
     """The whole /v1 API over the given services; without a classifier, classify routes answer 503."""
+    task_buffer = TaskBuffer(services.catalog)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        yield
+        await task_buffer.close()  # Serve runs this when the replica stops: waiting tasks are stored first
+
     app = FastAPI(
         title="Classifly API",
         version="1.0",
         description=API_DESCRIPTION,
         docs_url="/docs",
         openapi_url="/openapi.json",
+        lifespan=lifespan,
     )
     app.state.services = services
+    app.state.task_buffer = task_buffer
     app.state.classifier = classifier
     install_problem_handlers(app)
     app.add_middleware(BodySizeLimit, limit=services.settings.max_upload_bytes)
@@ -62,4 +74,5 @@ def create_api(services: Services, classifier: Classifier | None = None) -> Fast
         app.include_router(module.router, prefix="/v1")
     app.include_router(datasets.jobs_router, prefix="/v1")
     app.include_router(tasks.stats_router, prefix="/v1")
+    app.include_router(admin.router, prefix="/v1")
     return app

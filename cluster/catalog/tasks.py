@@ -28,6 +28,16 @@ class NewTask:
     top: list[dict[str, Any]]  # [{"label": ..., "probability": ...}], best first
     latency_ms: float
     image_sha256: str | None = None
+    created_at: datetime | None = None  # when it was answered (naive UTC); None: when it is stored
+
+
+@dataclass(frozen=True)
+class BufferedTask:
+    """A task waiting in an API replica's buffer (serve/task_buffer.py), with whose model it is."""
+
+    owner_id: str
+    model_id: str
+    task: NewTask
 
 
 @dataclass(frozen=True)
@@ -116,6 +126,41 @@ def record_tasks_of_models(conn: Connection, owner_id: str, tasks: dict[str, lis
     for model_id in tasks:
         get_owned_model(conn, owner_id, model_id)
     now = utcnow()
+    rows = [(owner_id, model_id, task) for model_id, model_tasks in tasks.items() for task in model_tasks]
+    _insert_tasks(conn, rows, now)
+    return now
+
+
+def record_buffered_tasks(conn: Connection, buffered: list[BufferedTask]) -> int:
+    """Store many tasks of any owners and models in one transaction (the API's task buffer flushing); returns
+    how many were stored.
+
+    The route checked ownership when it classified; a model deleted (or handed away) since then takes its
+    waiting tasks with it, as its deletion took the stored ones. A task id already stored is skipped, so a
+    flush retried after an answer was lost stores nothing twice.
+    """
+    if not buffered:
+        return 0
+    pairs = sorted({(item.owner_id, item.model_id) for item in buffered})
+    placeholders = ", ".join("(?, ?)" for _ in pairs)
+    owned = {
+        (owner, model)
+        for model, owner in conn.execute(
+            f"SELECT id, owner_id FROM models WHERE (owner_id, id) IN ({placeholders})",
+            [value for pair in pairs for value in pair],
+        ).fetchall()
+    }
+    keep = [(item.owner_id, item.model_id, item.task) for item in buffered if (item.owner_id, item.model_id) in owned]
+    ids = [task.id for _, _, task in keep]
+    stored = set()
+    if ids:
+        marks = ", ".join("?" for _ in ids)
+        stored = {row[0] for row in conn.execute(f"SELECT id FROM tasks WHERE id IN ({marks})", ids).fetchall()}
+    fresh = [row for row in keep if row[2].id not in stored]
+    return _insert_tasks(conn, fresh, utcnow())
+
+
+def _insert_tasks(conn: Connection, tasks: list[tuple[str, str, NewTask]], now: datetime) -> int:
     rows = [
         [
             task.id,
@@ -128,10 +173,9 @@ def record_tasks_of_models(conn: Connection, owner_id: str, tasks: dict[str, lis
             json.dumps(task.top),
             task.latency_ms,
             task.image_sha256,
-            now,
+            task.created_at or now,
         ]
-        for model_id, model_tasks in tasks.items()
-        for task in model_tasks
+        for owner_id, model_id, task in tasks
     ]
     if rows:
         conn.executemany(
@@ -139,7 +183,7 @@ def record_tasks_of_models(conn: Connection, owner_id: str, tasks: dict[str, lis
             " image_sha256, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
-    return now
+    return len(rows)
 
 
 def get_task(conn: Connection, owner_id: str, task_id: str) -> TaskRecord:

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from cluster.blobs import sha256_hex
 from cluster.catalog import tasks as catalog_tasks
-from cluster.catalog.db import new_id
+from cluster.catalog.db import new_id, utcnow
 from cluster.catalog.runs import VersionRecord
 from cluster.catalog.tasks import NewTask
 from cluster.kept import keep_pictures
@@ -27,6 +27,7 @@ from serve.deps import ClassifierDep, CurrentUser, ServicesDep
 from serve.problems import error_problem
 from serve.routes.uploads import check_content_length, read_upload
 from serve.schemas import ClassifyOut, ClassScore, FileClassification, ModelAnswer, ModelsClassifyOut
+from serve.task_buffer import TaskBufferDep
 
 router = APIRouter(tags=["classify"])
 
@@ -56,6 +57,7 @@ async def classify(
     principal: CurrentUser,
     services: ServicesDep,
     classifier: ClassifierDep,
+    task_buffer: TaskBufferDep,
     files: Annotated[list[UploadFile], File(description="One or more pictures (form field 'files', repeated)")],
     top_k: TopK = 3,
     uncertain_below: UncertainBelow = None,
@@ -86,7 +88,7 @@ async def classify(
     new_tasks = [
         _task(result, served.version, latency_ms, item.sha256) for item, result in zip(usable, results, strict=True)
     ]
-    await services.catalog.call(catalog_tasks.record_tasks, principal.id, model_id, new_tasks)
+    task_buffer.add(principal.id, {model_id: new_tasks})  # stored within ~0.2 s; the answer does not wait
 
     answered = iter(zip(new_tasks, results, strict=True))  # in upload order, skipping the files that failed
     out = [_outcome(item, None if item.error else next(answered), request.url.path) for item in decoded]
@@ -107,6 +109,7 @@ async def classify_with_models(
     principal: CurrentUser,
     services: ServicesDep,
     classifier: ClassifierDep,
+    task_buffer: TaskBufferDep,
     file: Annotated[UploadFile, File(description="One picture")],
     model_ids: Annotated[list[str], Form(description="The models to ask (form field 'model_ids', repeated)")],
     top_k: TopK = 3,
@@ -161,7 +164,7 @@ async def classify_with_models(
     await run_in_threadpool(
         keep_pictures, services.blobs, [(sha256_hex(data), data)], services.settings.keep_classified_days
     )
-    await services.catalog.call(catalog_tasks.record_tasks_of_models, principal.id, tasks)
+    task_buffer.add(principal.id, tasks)
     return ModelsClassifyOut(
         name=name,
         answered=len(tasks),
@@ -231,7 +234,9 @@ async def _decode(services: Services, file: UploadFile, policy: PreprocessingPol
 
 def _task(result: Answer, version: int, latency_ms: float, sha256: str | None) -> NewTask:
     top = [{"label": label, "probability": probability} for label, probability in result.top]
-    return NewTask(new_id("tsk"), version, result.label, result.confidence, result.uncertain, top, latency_ms, sha256)
+    return NewTask(
+        new_id("tsk"), version, result.label, result.confidence, result.uncertain, top, latency_ms, sha256, utcnow()
+    )
 
 
 def _outcome(item: Decoded, answered: tuple[NewTask, Answer] | None, instance: str) -> FileClassification:

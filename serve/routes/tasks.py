@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Annotated, Literal
@@ -14,7 +15,7 @@ from cluster.catalog import task_stats
 from cluster.catalog import tasks as catalog_tasks
 from cluster.catalog.tasks import TaskFilter, TaskRecord
 from cluster.kept import kept_picture
-from pipelines.errors import InvalidInput, NotReady
+from pipelines.errors import InvalidInput, NotFound, NotReady
 from pipelines.zips import validate_class_name
 from serve.deps import CurrentUser, ServicesDep, quota_of
 from serve.routes.common import request_model_update
@@ -28,6 +29,7 @@ from serve.schemas import (
     TaskPublic,
     TasksPublic,
 )
+from serve.task_buffer import TaskBuffer, TaskBufferDep
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 stats_router = APIRouter(tags=["tasks"])
@@ -63,6 +65,7 @@ def _utc(value: datetime | None) -> datetime | None:
 async def list_tasks(
     principal: CurrentUser,
     services: ServicesDep,
+    task_buffer: TaskBufferDep,
     model_id: Annotated[str | None, Query(description="Only this model's tasks")] = None,
     version: Annotated[int | None, Query(ge=1, description="Only this version's (needs model_id)")] = None,
     since: Annotated[datetime | None, Query(description="From this time (ISO 8601; UTC if no zone)")] = None,
@@ -76,6 +79,7 @@ async def list_tasks(
 ) -> TasksPublic:
     """Your classification tasks, newest first; `count` is how many match in all."""
     filters = TaskFilter(model_id, version, _utc(since), _utc(until), feedback)
+    await task_buffer.flush_for(principal.id)
     tasks, total = await services.catalog.call(
         catalog_tasks.list_tasks, principal.id, filters, limit=limit, offset=offset
     )
@@ -83,14 +87,21 @@ async def list_tasks(
 
 
 @router.get("/{task_id}")
-async def get_task(task_id: str, principal: CurrentUser, services: ServicesDep) -> TaskPublic:
+async def get_task(
+    task_id: str, principal: CurrentUser, services: ServicesDep, task_buffer: TaskBufferDep
+) -> TaskPublic:
     """One task: the answer, its version, confidence, latency and any feedback."""
-    return task_public(await services.catalog.call(catalog_tasks.get_task, principal.id, task_id))
+    return task_public(await _task_call(services, task_buffer, catalog_tasks.get_task, principal.id, task_id))
 
 
 @router.post("/{task_id}/feedback")
 async def give_feedback(
-    task_id: str, body: FeedbackIn, response: Response, principal: CurrentUser, services: ServicesDep
+    task_id: str,
+    body: FeedbackIn,
+    response: Response,
+    principal: CurrentUser,
+    services: ServicesDep,
+    task_buffer: TaskBufferDep,
 ) -> TaskPublic:
     """Confirm the answer (`{"correct": true}`) or correct it (`{"label": "cat"}`); later feedback replaces it.
     With `"add_to_dataset": true` the classified picture also joins the model's dataset under that class (the
@@ -102,10 +113,16 @@ async def give_feedback(
                 "To add the picture to the dataset, give its class ('label') or confirm the answer ('correct': true).",
                 field="label",
             )
-        before = await services.catalog.call(catalog_tasks.get_task, principal.id, task_id)
+        before = await _task_call(services, task_buffer, catalog_tasks.get_task, principal.id, task_id)
         data = await _kept_bytes(services, before)
-    task = await services.catalog.call(
-        catalog_tasks.give_feedback, principal.id, task_id, correct=body.correct, label=body.label
+    task = await _task_call(
+        services,
+        task_buffer,
+        catalog_tasks.give_feedback,
+        principal.id,
+        task_id,
+        correct=body.correct,
+        label=body.label,
     )
     out = task_public(task)
     if data is not None:
@@ -113,6 +130,20 @@ async def give_feedback(
             services, principal, task, body.label or task.label, data, response
         )
     return out
+
+
+async def _task_call(services, task_buffer: TaskBuffer, fn, owner_id: str, task_id: str, **kwargs):
+    """A catalog call about one task, after this replica's buffer stored the owner's waiting tasks. With several
+    API replicas the task may still wait in another one's buffer: a task not found is looked up once more after
+    that buffer's longest wait."""
+    await task_buffer.flush_for(owner_id)
+    try:
+        return await services.catalog.call(fn, owner_id, task_id, **kwargs)
+    except NotFound:
+        if services.settings.ingress_replicas <= 1:
+            raise
+    await asyncio.sleep(task_buffer.longest_wait_s)
+    return await services.catalog.call(fn, owner_id, task_id, **kwargs)
 
 
 async def _kept_bytes(services, task: TaskRecord) -> bytes:
@@ -168,8 +199,10 @@ async def model_stats(
     model_id: str,
     principal: CurrentUser,
     services: ServicesDep,
+    task_buffer: TaskBufferDep,
     days: Annotated[int, Query(ge=1, le=task_stats.MAX_DAYS, description="How far back to look")] = 30,
 ) -> ModelStatsPublic:
     """Traffic, latency, confidence and field accuracy (from your feedback) per version, class and day."""
+    await task_buffer.flush_for(principal.id)
     stats = await services.catalog.call(task_stats.model_stats, principal.id, model_id, days=days)
     return ModelStatsPublic.model_validate(stats)
