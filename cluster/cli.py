@@ -86,6 +86,54 @@ def cmd_create_user(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_runner_join(settings: Settings, args: argparse.Namespace) -> int:
+    from cluster.runner import join
+    from cluster.runtime import ray_executable
+
+    token = args.token or os.environ.get("CLASSIFLY_TOKEN", "")
+    ray_token = args.ray_token or os.environ.get("RAY_AUTH_TOKEN", "")
+    owner, cpus = join(
+        args.address, token, args.api or settings.api_url, cpus=args.cpus, ray_token=ray_token, ray_exe=ray_executable()
+    )
+    _print(f"This machine is now {owner.username}'s runner with {cpus:g} CPUs: only their training runs here.")
+    _print("Leave with 'classifly runner leave'.")
+    return 0
+
+
+def cmd_runner_leave(settings: Settings, args: argparse.Namespace) -> int:
+    from cluster.runner import leave
+    from cluster.runtime import ray_executable
+
+    leave(ray_exe=ray_executable())
+    _print("This machine has left the cluster.")
+    return 0
+
+
+def cmd_doctor(settings: Settings, args: argparse.Namespace) -> int:
+    from cluster.ops import doctor
+
+    report = doctor(settings, repair=args.repair, grace_s=args.grace, deep=args.deep, out=_print)
+    return 0 if report.clean else 1
+
+
+def cmd_backup(settings: Settings, args: argparse.Namespace) -> int:
+    from cluster.ops import backup
+
+    backup(settings, args.path, out=_print)
+    return 0
+
+
+def cmd_restore(settings: Settings, args: argparse.Namespace) -> int:
+    from cluster.ops import restore, verify_backup
+
+    if args.verify_only:
+        manifest = verify_backup(args.path)
+        _print(f"The backup is complete: {len(manifest['files'])} files, taken {manifest['created_at']}.")
+        return 0
+    restore(settings, args.path, replace=args.replace, out=_print)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="classifly", description="Image classifiers for everyone, on Ray.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -101,6 +149,36 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--admin", action="store_true", help="make it an administrator")
     create.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     create.set_defaults(handler=cmd_create_user)
+    doctor = commands.add_parser("doctor", help="check the catalog against the blob store (platform up or down)")
+    doctor.add_argument("--repair", action="store_true", help="delete orphans, mark interrupted and lost things")
+    doctor.add_argument(
+        "--grace",
+        type=float,
+        default=3600,
+        metavar="SECONDS",
+        help="unreferenced files younger than this are left alone (work in progress); default 3600",
+    )
+    doctor.add_argument("--deep", action="store_true", help="also read every picture and check its sha256")
+    doctor.set_defaults(handler=cmd_doctor)
+    back_up = commands.add_parser("backup", help="copy the catalog and the blob store into a new folder")
+    back_up.add_argument("path", help="a new or empty folder")
+    back_up.set_defaults(handler=cmd_backup)
+    restore = commands.add_parser("restore", help="restore a backup (the platform must be stopped)")
+    restore.add_argument("path", help="a folder written by 'classifly backup'")
+    restore.add_argument("--replace", action="store_true", help="move the existing data aside and restore")
+    restore.add_argument("--verify-only", action="store_true", help="only check the backup's files and sha256s")
+    restore.set_defaults(handler=cmd_restore)
+    runner = commands.add_parser("runner", help="lend this machine to your own training (see docs/CLUSTER.md)")
+    runner_commands = runner.add_subparsers(dest="runner_command", required=True)
+    join = runner_commands.add_parser("join", help="join the cluster as a runner that only runs your training")
+    join.add_argument("--address", required=True, help="the Ray cluster's head, HOST:6379")
+    join.add_argument("--token", default="", help="your Classifly API token (or CLASSIFLY_TOKEN)")
+    join.add_argument("--api", default="", help="the Classifly API's URL (default CLASSIFLY_PUBLIC_API_URL)")
+    join.add_argument("--ray-token", default="", help="the cluster's Ray token from its operator (or RAY_AUTH_TOKEN)")
+    join.add_argument("--cpus", type=float, default=None, help="CPUs to lend (default: all of them)")
+    join.set_defaults(handler=cmd_runner_join)
+    leave = runner_commands.add_parser("leave", help="stop the Ray node 'runner join' started on this machine")
+    leave.set_defaults(handler=cmd_runner_leave)
     return parser
 
 

@@ -38,6 +38,10 @@ class CatalogActor:
     def checkpoint(self) -> None:
         self.catalog.checkpoint()
 
+    def snapshot(self, target: str) -> None:
+        """Copy the catalog file into `target` (a backup), between two calls."""
+        self.catalog.snapshot(target)
+
     def ping(self) -> str:
         return self.catalog.path
 

@@ -49,6 +49,15 @@ class LocalCatalog:
         with self._lock:
             self.conn.execute("CHECKPOINT")
 
+    def snapshot(self, target: str) -> None:
+        """Copy the catalog file as it is now (checkpointed, no call running meanwhile): a consistent backup."""
+        from pathlib import Path
+
+        from cluster.ops import checkpoint_and_copy
+
+        with self._lock:
+            checkpoint_and_copy(self.conn, self.path, Path(target))
+
     def close(self) -> None:
         with self._lock:
             self.conn.close()
