@@ -37,6 +37,12 @@ from pipelines.zips import stratified_split
 NEW_CLASS_MIN_RECALL = 0.7
 OLD_CLASS_DROP = 0.15
 MIN_TRAIN_PER_CLASS = 2
+# With many pictures (at least WARM_MIN_STEPS optimizer steps per epoch), a model update's head begins from the
+# replaced version's weights and a few epochs do. Fewer pictures are fitted from zero with the spec's epochs
+# (cheap anyway; a new class starting at zero next to confident old ones would need more steps than they give).
+WARM_EPOCHS = 6
+WARM_PATIENCE = 2
+WARM_MIN_STEPS = 50
 QUIET_S = 2.0  # an expansion starts once no change has joined it for this long (changes close together: one version)
 
 
@@ -50,10 +56,21 @@ def fingerprint(images) -> str:
 
 def expand(job, catalog: Catalog, blobs: BlobStore, settings: Settings, progress) -> dict[str, Any]:
     """Fit, check and publish the next version of `job.model_id` on its current data; returns the job result."""
+    started = time.time()
+    timings: dict[str, float] = {}  # seconds per step, in the job's result (the expansion benchmark reads them)
+    mark = time.perf_counter()
+
+    def lap(phase: str) -> None:
+        nonlocal mark
+        now = time.perf_counter()
+        timings[phase] = round(now - mark, 3)
+        mark = now
+
     from cluster.training import MAX_LISTED, VAL_FRACTION, _prepare_batch, evaluate
     from pipelines.features import FeatureSet, head_from_features
 
-    started = time.time()
+    lap("imports")
+
     owner_id, model_id = job.owner_id, job.model_id
     model = catalog.call_sync(catalog_models.get_owned_model, owner_id, model_id)
     if model.active_version is None:
@@ -81,6 +98,7 @@ def expand(job, catalog: Catalog, blobs: BlobStore, settings: Settings, progress
         )
     images = [i for i in images if i.label in classes]
 
+    lap("read_data")
     progress(0, len(images), "Reading the features of the pictures")
     shas = [i.sha256 for i in images]
 
@@ -117,7 +135,9 @@ def expand(job, catalog: Catalog, blobs: BlobStore, settings: Settings, progress
         backbone_cache_dir=str(settings.data_dir / "backbones"),
         parallelism=max(1, int(settings_cpus())),
         report=lambda done, total: progress(done, total, f"Features of {done:,} of {total:,} pictures ready"),
+        inline_small=True,
     )
+    lap("features")
     features, mirrored = cached.features.astype(np.float32), cached.mirrored.astype(np.float32)
     index = {name: k for k, name in enumerate(classes)}
     labels = np.array([index[i.label] for i in images], dtype=np.int64)
@@ -127,12 +147,19 @@ def expand(job, catalog: Catalog, blobs: BlobStore, settings: Settings, progress
     fit_rows = np.array([k for k, part in zip(train_rows, inner, strict=True) if part == "train"])
     val_rows = np.array([k for k, part in zip(train_rows, inner, strict=True) if part == "test"] or fit_rows[:1])
     progress(len(images), len(images), "Fitting the new head")
+    earlier = _earlier_head(blobs, base.artifact_uri, manifest, fit_spec)
+    short = earlier is not None and len(fit_rows) >= WARM_MIN_STEPS * fit_spec.batch_size
+    if short:  # begun from the version's own weights, many steps per epoch: a few epochs do
+        fit_spec = replace(fit_spec, max_epochs=min(fit_spec.max_epochs, WARM_EPOCHS))
     head, history = head_from_features(
         fit_spec,
         FeatureSet(features[fit_rows], labels[fit_rows], mirrored[fit_rows]),
         FeatureSet(features[val_rows], labels[val_rows], mirrored[val_rows]),
         classes,
+        start=earlier if short else None,
+        patience=WARM_PATIENCE if short else None,
     )
+    lap("fit_head")
     use_mirror = "flip" in fit_spec.augmentation
     proba = head.predict_proba_views(features[test_rows], mirrored[test_rows] if use_mirror else None)
     ids = np.array([images[k].image_id for k in test_rows], dtype=np.int64)
@@ -144,6 +171,7 @@ def expand(job, catalog: Catalog, blobs: BlobStore, settings: Settings, progress
     removed = sorted(set(base.classes) - set(classes))
     guard = quality_guard(metrics, base.metrics, added)
     metrics["quality"] = guard
+    lap("evaluate")
     blobs.put(f"{prefix}/head.npz", head.to_bytes())
     if spec.kind == "scratch_cnn":  # served as one whole model: "none of the above" from its best probability
         val_views = mirrored[val_rows] if use_mirror else None
@@ -166,6 +194,7 @@ def expand(job, catalog: Catalog, blobs: BlobStore, settings: Settings, progress
         artifact_uri=prefix,
         metrics=metrics,
     )
+    lap("publish")
     changes = []
     if added:
         changes.append(f"added {', '.join(added)}")
@@ -198,6 +227,7 @@ def expand(job, catalog: Catalog, blobs: BlobStore, settings: Settings, progress
         "retrain_recommended": guard["retrain_recommended"],
         "problems": guard["problems"],
         "seconds": round(time.time() - started, 2),
+        "timings": timings,
     }
 
 
@@ -215,6 +245,20 @@ def _start_retrain(catalog: Catalog, settings: Settings, owner_id: str, model_id
         return None
     ray.get(start_jobs_actor(settings.ray_namespace).submit_training.remote(run.id, settings.model_dump_json()))
     return f"/v1/runs/{run.id}"
+
+
+def _earlier_head(blobs: BlobStore, artifact_uri: str, manifest: ArtifactManifest, spec: CandidateSpec):
+    """The head of the version being replaced, on the same features as the new one (a backbone's head, a CNN's
+    refitted head, or a CNN winner's own classifier), when it has the kind `spec` fits; else None."""
+    from pipelines.heads import Head
+
+    role = "head" if "head" in manifest.files else "classifier"
+    if role not in manifest.files:
+        return None
+    head = Head.from_bytes(blobs.get(f"{artifact_uri}/{manifest.files[role]}"))
+    wanted_hidden = spec.hidden_units if spec.head == "mlp" else None
+    has_hidden = None if head.hidden_weights is None else head.hidden_weights.shape[1]
+    return head if has_hidden == wanted_hidden else None
 
 
 def _cnn_base_bytes(blobs: BlobStore, artifact_uri: str, manifest: ArtifactManifest, settings: Settings) -> bytes:
@@ -262,8 +306,21 @@ def settings_cpus() -> int:
     return max(1, int(ray.available_resources().get("CPU", 1))) if ray.is_initialized() else 1
 
 
+class Updater:
+    """A Ray actor that runs model updates in a process already warm: Python, TensorFlow and the feature code
+    are loaded once when the platform starts, not by each update (a fresh worker took ~5 s before an update
+    could begin). Updates of different models run side by side (threads); the jobs actor orders one model's."""
+
+    def __init__(self) -> None:
+        import cluster.training  # noqa: F401 - loaded now, so the first update does not wait for it
+        import pipelines.features  # noqa: F401
+
+    def run(self, job_id: str, settings_json: str, after: list | None = None) -> None:
+        expansion_driver(job_id, settings_json, after)
+
+
 def expansion_driver(job_id: str, settings_json: str, after: list | None = None) -> None:
-    """A Ray task: run one expansion job (after the model's previous one, when given) and record how it ended."""
+    """Run one expansion job (after the model's previous one, when given) and record how it ended."""
     import ray
 
     from cluster.catalog.actor import RayCatalog, get_catalog_actor

@@ -15,6 +15,7 @@ import hashlib
 import io
 import logging
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -22,6 +23,7 @@ import numpy as np
 import ray
 
 from cluster.blobs import BlobStore
+from cluster.resources import train_task_options
 from pipelines.candidates import CandidateSpec
 from pipelines.errors import InvalidInput
 from pipelines.images import PreprocessingPolicy
@@ -37,7 +39,13 @@ class OutOfTime(Exception):
     """Feature extraction stopped because the caller's time was up."""
 
 
-_EXTRACTORS: dict[tuple, object] = {}  # per worker process: loaded backbones, reused by later tasks
+# Per worker process: loaded backbones and bases, reused by later tasks; the oldest go first in a long-lived
+# process (the model updater loads a new base per update).
+_EXTRACTORS: OrderedDict[tuple, object] = OrderedDict()
+MAX_EXTRACTORS = 4
+# Fewer missing pixels than this (pictures x side x side) are computed in the calling process, which is cheaper
+# than starting Ray tasks that each load the network: ~10,000 MNIST-sized pictures, ~200 at 224 px.
+INLINE_PIXELS = 8_000_000
 
 
 def feature_key(spec: CandidateSpec, policy: PreprocessingPolicy) -> str:
@@ -110,6 +118,7 @@ def _extractor(source: tuple, image_size: int, cache_dir: str):
 
     lookup = (*[str(part) for part in source], image_size)
     if lookup in _EXTRACTORS:
+        _EXTRACTORS.move_to_end(lookup)
         return _EXTRACTORS[lookup]
     if ray.is_initialized() and ray.get_runtime_context().get_task_id() is not None:
         from pipelines.training import configure_threads
@@ -126,6 +135,8 @@ def _extractor(source: tuple, image_size: int, cache_dir: str):
         with open_blob_store(source[1]).local_path(source[2]) as path:
             extractor = FeatureExtractor(keras.models.load_model(path))
     _EXTRACTORS[lookup] = extractor
+    while len(_EXTRACTORS) > MAX_EXTRACTORS:
+        _EXTRACTORS.popitem(last=False)
     return extractor
 
 
@@ -180,10 +191,12 @@ def features_from_cache(
     parallelism: int | None = None,
     report: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    inline_small: bool = False,
 ) -> CachedFeatures:
     """The features of `pictures` (identified by `shas`) from `source` (see `_extractor`): read from the cache
     `key`, the missing ones computed in batches and added to the cache batch by batch (work done before a stop is
-    kept). `parallelism` Ray tasks compute at once; None computes here (inside a trial, on its CPUs).
+    kept). `parallelism` Ray tasks compute at once; None computes here (inside a trial, on its CPUs), and so do
+    a few missing pictures (`INLINE_PIXELS`) when `inline_small` is set.
     `pictures` are the prepared pictures, or a function giving those of some rows (then only the pictures
     whose features are missing are ever decoded). `should_stop` is asked between batches computed here;
     when it says so, `OutOfTime` is raised (the batches done so far stay cached).
@@ -217,14 +230,14 @@ def features_from_cache(
         if report:
             report(done, len(shas))
 
-    if parallelism is None:
+    if parallelism is None or (inline_small and len(missing) * side * side <= INLINE_PIXELS):
         for start in range(0, len(missing), INLINE_BATCH):
             if should_stop is not None and should_stop():
                 raise OutOfTime(f"Stopped after the features of {done:,} of {len(shas):,} pictures.")
             rows = missing[start : start + INLINE_BATCH]
             keep(rows, *_extract_batch(load(rows), source, side, backbone_cache_dir))
     else:
-        task = ray.remote(num_cpus=1, max_retries=1)(_extract_batch)
+        task = ray.remote(max_retries=1, **train_task_options(1))(_extract_batch)
         queue = iter(batches)
         pending: dict[ray.ObjectRef, np.ndarray] = {}
 

@@ -15,11 +15,13 @@ from cluster.catalog.actor import RayCatalog, get_catalog_actor
 from cluster.catalog.client import Catalog
 from cluster.config import Settings
 from cluster.importer import ImportRequest, run_import
+from cluster.resources import on_this_node, train_task_options
 from pipelines.errors import ClassiflyError
 
 logger = logging.getLogger("classifly.jobs")
 
 JOBS_ACTOR = "classifly-jobs"
+UPDATER_THREADS = 4  # model updates of different models running at once in the warm updater
 SERVE_APP_NAME = "classifly"  # serve.app.APP_NAME: batch jobs classify through its deployments
 
 
@@ -58,7 +60,7 @@ def ray_map(parallelism: int, cpus_per_task: float = 0.5) -> Callable[[Callable[
     """
 
     def mapper(fn: Callable[[Any], Any], items: list[Any]) -> Iterator[Any]:
-        remote_fn = ray.remote(num_cpus=cpus_per_task, max_retries=2)(fn)
+        remote_fn = ray.remote(max_retries=2, **train_task_options(cpus_per_task))(fn)
         queue = iter(items)
         pending = [remote_fn.remote(item) for item in itertools.islice(queue, parallelism)]
         while pending:
@@ -107,36 +109,51 @@ class JobsActor:
         self.namespace = namespace
         self.running: dict[str, ray.ObjectRef] = {}
         self.expansions: dict[str, ray.ObjectRef] = {}  # model id -> its latest expansion driver
+        self.updater = None  # the warm model-update process, started with this actor (see cluster.expansion)
+        self._start_updater()
         self.driver = ray.remote(num_cpus=0, max_retries=0)(_import_driver)
 
     def submit_import(self, request: ImportRequest, settings_json: str = "") -> None:
         self._prune()
-        self.running[request.job_id] = self.driver.remote(request, self.namespace, settings_json)
+        # Drivers stay on this actor's node (never on a user's runner); their work asks for classifly_train.
+        driver = self.driver.options(**on_this_node())
+        self.running[request.job_id] = driver.remote(request, self.namespace, settings_json)
 
     def submit_training(self, run_id: str, settings_json: str) -> None:
         from cluster.training import training_driver
 
         self._prune()
-        driver = ray.remote(num_cpus=0, max_retries=0)(training_driver).options(name=f"training {run_id}")
+        driver = ray.remote(num_cpus=0, max_retries=0)(training_driver).options(
+            name=f"training {run_id}", **on_this_node()
+        )
         self.running[run_id] = driver.remote(run_id, settings_json)
 
     def submit_expansion(self, job_id: str, model_id: str, settings_json: str) -> None:
         """Run an expansion job after the model's previous one (expansions of one model never overlap)."""
-        from cluster.expansion import expansion_driver
-
         self._prune()
         previous = self.expansions.get(model_id)
         after = [previous] if previous is not None and previous in self.running.values() else []
-        driver = ray.remote(num_cpus=0, max_retries=0)(expansion_driver).options(name=f"expansion {job_id}")
-        ref = driver.remote(job_id, settings_json, after)
+        ref = self._start_updater().run.remote(job_id, settings_json, after)
         self.running[job_id] = ref
         self.expansions[model_id] = ref
+
+    def _start_updater(self):
+        """The model updater (restarted by Ray if its process dies; an update it was running is then marked
+        interrupted like any job whose driver died)."""
+        from cluster.expansion import Updater
+
+        if self.updater is None:
+            options = {"num_cpus": 0, "max_concurrency": UPDATER_THREADS, "max_restarts": -1}
+            self.updater = ray.remote(Updater).options(**options).remote()
+        return self.updater
 
     def submit_classify_batch(self, job_id: str, settings_json: str, app_name: str) -> None:
         from cluster.batch import batch_driver
 
         self._prune()
-        driver = ray.remote(num_cpus=0, max_retries=0)(batch_driver).options(name=f"classify-batch {job_id}")
+        driver = ray.remote(num_cpus=0, max_retries=0)(batch_driver).options(
+            name=f"classify-batch {job_id}", **on_this_node()
+        )
         self.running[job_id] = driver.remote(job_id, settings_json, app_name)
 
     def running_jobs(self) -> list[str]:

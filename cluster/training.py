@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import tempfile
 import time
@@ -26,6 +25,7 @@ from cluster.catalog.client import Catalog
 from cluster.config import Settings
 from cluster.expansion import fingerprint
 from cluster.feature_cache import OutOfTime, base_feature_key, cached_features, features_from_cache
+from cluster.resources import bundle_threads, set_gpu_memory_growth, train_task_options, trial_bundle
 from pipelines.candidates import (
     CandidateSpec,
     DatasetSummary,
@@ -46,6 +46,7 @@ PREPARE_BATCH = 2_000
 MAX_LISTED = 500  # misclassified pictures and possible label mistakes kept per version
 LABEL_CHECK_EPOCHS = 15  # epochs of each out-of-fold head
 EVALUATION_RESERVE_S = 45.0  # of the time budget, kept for checking and publishing the winner (at most 10 %)
+TRIAL_RETRIES = 1  # a trial whose node was lost (or that crashed) starts again once, on the nodes left
 
 
 class RunCancelled(Exception):
@@ -80,7 +81,7 @@ def _prepare_batch(blob_root: str, refs: list[BlobRef], names: list[str], policy
 
 def prepare_pictures(snapshot, policy: PreprocessingPolicy, settings: Settings, report) -> np.ndarray:
     """Decode and preprocess every snapshot picture with Ray tasks, in order; `report(done, total)` as they land."""
-    remote = ray.remote(num_cpus=0.5)(_prepare_batch)
+    remote = ray.remote(**train_task_options(0.5))(_prepare_batch)
     batches = [snapshot[i : i + PREPARE_BATCH] for i in range(0, len(snapshot), PREPARE_BATCH)]
     refs = [
         remote.remote(
@@ -131,12 +132,6 @@ def split_snapshot(snapshot, pictures: np.ndarray) -> Prepared:
     )
 
 
-def trial_cpus() -> float:
-    """What one trial asks for: the CPUs left free (the API replica holds a fraction), at least one."""
-    available = ray.available_resources().get("CPU", 1.0)
-    return max(1.0, math.floor(available * 4) / 4)
-
-
 def _trainable(config: dict[str, Any], data=None, settings_json: str = "", run_id: str = "") -> None:
     """One Tune trial: train one candidate, report every epoch, store the result as an artifact."""
     from ray import tune
@@ -145,7 +140,11 @@ def _trainable(config: dict[str, Any], data=None, settings_json: str = "", run_i
 
     spec = CandidateSpec.from_dict(config["candidate"])  # a typo in a config fails here, loudly
     settings = Settings.model_validate_json(settings_json)
-    configure_threads(max(1, round(tune.get_context().get_trial_resources().required_resources.get("CPU", 1))))
+    held = tune.get_context().get_trial_resources().required_resources
+    if held.get("GPU"):
+        set_gpu_memory_growth()  # before any TF op: trials and replicas may share the GPU
+    configure_threads(bundle_threads(held))
+    node_id = ray.get_runtime_context().get_node_id()  # where it ran: the leaderboard and the tests read it
     catalog = RayCatalog(get_catalog_actor(settings.ray_namespace))
     target = config.get("target_accuracy")
     deadline = config["deadline"]
@@ -153,7 +152,7 @@ def _trainable(config: dict[str, Any], data=None, settings_json: str = "", run_i
     last_epoch_end: list[float] = []  # the first epoch's time includes loading and feature extraction
 
     def on_epoch(epoch: int, metrics: dict[str, float]) -> bool:
-        tune.report({**{k: float(v) for k, v in metrics.items()}, "epoch": epoch})
+        tune.report({**{k: float(v) for k, v in metrics.items()}, "epoch": epoch, "node_id": node_id})
         now = time.time()
         epoch_seconds = now - last_epoch_end[-1] if last_epoch_end else 0.0
         last_epoch_end[:] = [now]
@@ -173,7 +172,8 @@ def _trainable(config: dict[str, Any], data=None, settings_json: str = "", run_i
             )
         except OutOfTime:
             # No time left to finish this candidate's features (those done stay cached for the next run).
-            tune.report({"val_accuracy": 0.0, "final": 1.0, "epochs_run": 0, "stopped_because": "time budget"})
+            stopped = {"val_accuracy": 0.0, "final": 1.0, "epochs_run": 0, "stopped_because": "time budget"}
+            tune.report({**stopped, "node_id": node_id})
             return
     trained = train_candidate(
         spec,
@@ -191,6 +191,7 @@ def _trainable(config: dict[str, Any], data=None, settings_json: str = "", run_i
             "epochs_run": trained.epochs_run,
             "stopped_because": trained.stopped_because,
             "artifact": prefix,
+            "node_id": node_id,
         }
     )
 
@@ -380,15 +381,17 @@ def _store_cnn_base(blobs, artifact: str, model, data: Prepared, policy, setting
     """
     from pipelines.cnn import split_features
 
-    base, _ = split_features(model.keras_model, model.class_names)
+    base, classifier = split_features(model.keras_model, model.class_names)
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "base.keras")
         base.save(path)
         with open(path, "rb") as file:
             base_bytes = file.read()
     blobs.put(f"{artifact}/base.keras", base_bytes)
+    # The network's own last layer as a numpy head: a model update begins its new head from these weights.
+    blobs.put(f"{artifact}/classifier.npz", classifier.to_bytes())
     manifest = json.loads(blobs.get(f"{artifact}/{MANIFEST}"))
-    manifest["files"]["base"] = "base.keras"
+    manifest["files"] |= {"base": "base.keras", "classifier": "classifier.npz"}
     blobs.put(f"{artifact}/{MANIFEST}", json.dumps(manifest, indent=2).encode())
     images = np.concatenate([data.train_images, data.val_images, data.test_images])
     shas = data.train_shas + data.val_shas + data.test_shas
@@ -428,11 +431,11 @@ def _tune(run, settings: Settings, catalog: Catalog, data: Prepared, policy, spe
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    cpus = trial_cpus()
+    resources, concurrent = trial_resources(run.owner_id, settings)
     tuner = tune.Tuner(
         tune.with_resources(
             tune.with_parameters(_trainable, data=data, settings_json=settings.model_dump_json(), run_id=run.id),
-            {"cpu": cpus},
+            resources,
         ),
         param_space={
             "candidate": tune.grid_search([spec.to_dict() for spec in specs]),
@@ -450,18 +453,27 @@ def _tune(run, settings: Settings, catalog: Catalog, data: Prepared, policy, spe
                 reduction_factor=3,
             ),
             reuse_actors=True,
-            max_concurrent_trials=max(1, int(ray.available_resources().get("CPU", 1) // cpus)),
+            max_concurrent_trials=concurrent,
         ),
         run_config=tune.RunConfig(
             name=f"{run.id}-{int(time.time())}",  # a resumed run gets a fresh Tune experiment
             storage_path=str(settings.data_dir / "tune"),
             callbacks=[recorder],
             stop=_Stopper(run.id, catalog, deadline),
-            failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+            failure_config=tune.FailureConfig(max_failures=TRIAL_RETRIES, fail_fast=False),
             verbose=0,
         ),
     )
     tuner.fit()
+
+
+def trial_resources(owner_id: str | None, settings: Settings):
+    """What each trial of `owner_id`'s run asks for (their runner when they have one, else the shared training
+    resource; see cluster/resources.py) as a Tune placement group factory, and how many run at once."""
+    from ray import tune
+
+    bundle, concurrent = trial_bundle(owner_id, max_cpus=settings.trial_max_cpus)
+    return tune.PlacementGroupFactory([bundle]), concurrent
 
 
 def resumable_trials(
@@ -635,6 +647,7 @@ class _TrialRecorder:
                         "best_val_accuracy": entry["best"],
                         "history": entry["history"][-200:],
                         "artifact": entry["artifact"],
+                        "node_id": entry.get("node_id"),
                     },
                     cost_s=round(time.time() - entry["started"], 2),
                     stop_reason=reason,
@@ -646,6 +659,7 @@ class _TrialRecorder:
 
             def on_trial_result(self, iteration, trials, trial, result, **info):
                 entry = self._entry(trial)
+                entry["node_id"] = result.get("node_id") or entry.get("node_id")
                 if result.get("final"):
                     entry["artifact"] = result.get("artifact")
                     entry["final_reason"] = result.get("stopped_because")
@@ -676,6 +690,11 @@ class _TrialRecorder:
                 entry["done"] = True
                 reason = entry.get("final_reason") or "stopped early: others were clearly better"
                 self._save(trial, "finished" if entry["artifact"] else "stopped", _words(reason, self.target))
+
+            def on_trial_recover(self, iteration, trials, trial, **info):
+                entry = self._entry(trial)
+                entry["history"] = []  # it starts again from its first epoch, on the nodes left
+                self._save(trial, "running", "its machine was lost or it crashed; started again")
 
             def on_trial_error(self, iteration, trials, trial, **info):
                 entry = self._entry(trial)

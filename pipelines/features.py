@@ -202,8 +202,11 @@ def head_from_features(
     class_names: Sequence[str],
     *,
     on_epoch: OnEpoch | None = None,
+    start: Head | None = None,
+    patience: int | None = None,
 ) -> tuple[Head, HeadHistory]:
-    """Fit the head of a frozen-backbone candidate on (possibly cached) features."""
+    """Fit the head of a frozen-backbone candidate on (possibly cached) features (from `start`'s weights when
+    given: see `fit_head`)."""
     mirror = "flip" in spec.augmentation
     if mirror and (train.mirrored is None or (val is not None and val.mirrored is None)):
         raise InvalidInput(f"'{spec.title()}' learns from mirrored pictures: compute the features with mirror=True.")
@@ -213,7 +216,17 @@ def head_from_features(
     features, labels = train.training_rows()
     val_features = None if val is None else val.test_rows()
     val_labels = None if val is None else val.labels
-    return fit_head(features, labels, val_features, val_labels, spec, class_names=class_names, on_epoch=on_epoch)
+    return fit_head(
+        features,
+        labels,
+        val_features,
+        val_labels,
+        spec,
+        class_names=class_names,
+        on_epoch=on_epoch,
+        patience=patience,
+        start=start,
+    )
 
 
 def _output_shapes(model: keras.Model) -> list[tuple]:

@@ -157,8 +157,12 @@ def fit_head(
     class_names: Sequence[str] | None = None,
     on_epoch: OnEpoch | None = None,
     patience: int | None = None,
+    start: Head | None = None,
 ) -> tuple[Head, HeadHistory]:
     """Train the head `spec` describes with mini-batch Adam, keeping the epoch with the best val accuracy.
+
+    `start` is an earlier head on the same features (a model update): training begins from its weights for
+    the classes it knows (new classes begin at zero), so a few epochs reach what a cold start needs many for.
 
     `spec.weight_decay` is the L2 strength on the standardized features; `spec.label_smoothing`,
     `spec.class_balanced` (each class weighs the same), `spec.dropout` (mlp) and a cosine learning-rate
@@ -177,6 +181,8 @@ def fit_head(
         raise InvalidInput(f"Validation features have {vx.shape[1]} columns, training features {x.shape[1]}.")
     mean, std = x.mean(axis=0), np.maximum(x.std(axis=0), _STD_FLOOR)
     trainer = _Trainer(spec, x.shape[1], num_classes, (x - mean) / std, y)
+    if start is not None:
+        trainer.begin_from(_unfolded_params(start, mean, std, names))
     vx = None if vx is None else (vx - mean) / std
     patience = patience if patience is not None else max(8, spec.max_epochs // 5)
     history = HeadHistory()
@@ -234,6 +240,13 @@ class _Trainer:
 
     def params(self) -> list[np.ndarray]:
         return [p.copy() for p in self.hidden + self.last]
+
+    def begin_from(self, params: list[np.ndarray]) -> None:
+        current = self.hidden + self.last
+        if len(params) != len(current) or any(p.shape != c.shape for p, c in zip(params, current, strict=True)):
+            raise InvalidInput("The earlier head has another shape (kind or hidden units) than this one.")
+        for target, value in zip(current, params, strict=True):
+            target[...] = value
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return np.argmax(self._forward(x, train=False)[0], axis=1)
@@ -306,6 +319,27 @@ def _folded_head(params: list[np.ndarray], mean: np.ndarray, std: np.ndarray, na
         hidden_weights=folded_weights,
         hidden_bias=folded_bias,
     )
+
+
+def _unfolded_params(head: Head, mean: np.ndarray, std: np.ndarray, names: tuple[str, ...]) -> list[np.ndarray]:
+    """`head`'s parameters for standardized inputs (x - mean) / std, its columns placed at `names` (the inverse
+    of `_folded_head`: the same logits on every raw feature vector); classes it does not know get zero weights
+    and the mean bias, so they start as likely as an average known class."""
+    if head.feature_dim != len(mean):
+        raise InvalidInput(f"The earlier head takes {head.feature_dim} features, these pictures have {len(mean)}.")
+    first_weights = head.weights if head.hidden_weights is None else head.hidden_weights
+    first_bias = head.bias if head.hidden_bias is None else head.hidden_bias
+    unfolded = [first_weights * std[:, None], first_bias + mean @ first_weights]
+    if head.hidden_weights is not None:
+        unfolded += [head.weights, head.bias]
+    known = {name: index for index, name in enumerate(head.class_names)}
+    last_weights, last_bias = unfolded[-2], unfolded[-1]
+    weights = np.zeros((last_weights.shape[0], len(names)), np.float32)
+    bias = np.full(len(names), float(last_bias.mean()), np.float32)
+    for column, name in enumerate(names):
+        if name in known:
+            weights[:, column], bias[column] = last_weights[:, known[name]], last_bias[known[name]]
+    return [p.astype(np.float32) for p in unfolded[:-2]] + [weights, bias]
 
 
 def _check_data(features: np.ndarray | None, labels: np.ndarray | None, what: str) -> tuple[np.ndarray, np.ndarray]:

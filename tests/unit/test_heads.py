@@ -137,3 +137,43 @@ def test_softmax_is_stable_for_large_logits() -> None:
     proba = softmax(np.array([[1000.0, 0.0], [-1000.0, 1000.0]]))
 
     assert np.isfinite(proba).all() and np.allclose(proba, [[1, 0], [0, 1]])
+
+
+@pytest.mark.parametrize("spec", [SOFTMAX, MLP], ids=["softmax", "mlp"])
+def test_an_earlier_head_unfolds_to_the_same_logits(spec: CandidateSpec) -> None:
+    from pipelines.heads import _folded_head, _unfolded_params
+
+    x, y = blobs(60)
+    head, _ = fit_head(x, y, None, None, dataclasses.replace(spec, max_epochs=3), class_names=["a", "b", "c"])
+    other, _ = blobs(40, seed=3)  # standardized with other statistics, as a later data set would be
+    mean, std = other.mean(axis=0), other.std(axis=0)
+
+    again = _folded_head(_unfolded_params(head, mean, std, ("a", "b", "c")), mean, std, ("a", "b", "c"))
+
+    assert np.allclose(again.logits(x), head.logits(x), rtol=1e-4, atol=1e-3)
+
+
+def test_a_warm_start_learns_a_new_class_in_a_few_epochs_and_keeps_the_old_ones() -> None:
+    x, y = blobs(100, num_classes=4)
+    vx, vy = blobs(30, num_classes=4, seed=1)
+    old = y < 3
+    earlier, _ = fit_head(x[old], y[old], vx[vy < 3], vy[vy < 3], SOFTMAX, class_names=["a", "b", "c"])
+    few = dataclasses.replace(SOFTMAX, max_epochs=2)
+
+    warm, _ = fit_head(x, y, vx, vy, few, class_names=["a", "b", "c", "d"], start=earlier)
+    assert np.mean(warm.predict(vx) == vy) > 0.95
+    assert np.mean(warm.predict(vx[vy < 3]) == vy[vy < 3]) > 0.95
+
+    # the class order may change: a class the earlier head knew keeps its weights under its name
+    reordered, _ = fit_head(x, 3 - y, vx, 3 - vy, few, class_names=["d", "c", "b", "a"], start=earlier)
+    assert np.mean(reordered.predict(vx) == 3 - vy) > 0.95
+
+
+def test_an_earlier_head_of_another_shape_is_refused() -> None:
+    x, y = blobs(30)
+    earlier, _ = fit_head(x[:, :10], y, None, None, dataclasses.replace(SOFTMAX, max_epochs=1))
+    with pytest.raises(InvalidInput, match="takes 10 features"):
+        fit_head(x, y, None, None, SOFTMAX, start=earlier)
+    mlp, _ = fit_head(x, y, None, None, dataclasses.replace(MLP, max_epochs=1))
+    with pytest.raises(InvalidInput, match="another shape"):
+        fit_head(x, y, None, None, SOFTMAX, start=mlp)
