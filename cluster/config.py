@@ -40,6 +40,14 @@ class Settings(BaseSettings):
     allow_registration: bool = True
     session_hours: float = 12.0
     token_max_days: int = 366
+    # Throttles (serve/limits.py), enforced per Ingress replica with the limit divided by ingress_replicas.
+    login_max_failures: int = Field(
+        10, ge=0, description="Failed sign-ins per username and client address within the window (0: no limit)"
+    )
+    login_failure_window_s: float = Field(300.0, gt=0, description="Window of login_max_failures, in seconds")
+    upload_requests_per_minute: int = Field(
+        300, ge=0, description="Upload requests (pictures, zips, samples) one token may send a minute (0: no limit)"
+    )
     ui_secret: str = Field("", description="Secret the UI uses to sign cookies; generated into the data dir when empty")
 
     quota_bytes: int = 5 * GiB
@@ -66,6 +74,14 @@ class Settings(BaseSettings):
     serve_max_ongoing_requests: int = Field(256, ge=1, description="Requests one serving replica takes at once")
     head_cache_size: int = Field(256, ge=1, description="Model versions' heads kept in memory")
     uncertain_below: float = Field(0.5, ge=0, le=1, description="Answers below this probability are 'uncertain'")
+    training_share: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Share of each node's CPUs that training may hold (classifly_train); the rest serves "
+        "(classifly_serve), never less than the serving replicas ask for (serving_cpus)",
+    )
+    trial_max_cpus: float = Field(4.0, ge=0.25, description="Most CPUs one training trial holds")
     keep_classified_days: int = Field(
         7, ge=0, description="Days classified pictures are kept, so feedback can add them to the dataset (0: never)"
     )
@@ -92,6 +108,11 @@ class Settings(BaseSettings):
     @property
     def api_url(self) -> str:
         return self.public_api_url or f"http://{self.host}:{self.api_port}"
+
+    @property
+    def serving_cpus(self) -> float:
+        """CPUs the serving replicas ask for together (classifly_serve a node keeps at least)."""
+        return self.ingress_cpus * self.ingress_replicas + self.extractor_cpus + self.heads_cpus + self.full_model_cpus
 
     @property
     def zip_limits(self) -> ZipLimits:

@@ -91,10 +91,18 @@ def start_local_ray(settings: Settings) -> str:
     ]
     if settings.ray_num_cpus:
         command.append(f"--num-cpus={settings.ray_num_cpus}")
+    command.append(f"--resources={json.dumps(local_node_resources(settings, settings.ray_num_cpus))}")
     result = subprocess.run(command, capture_output=True, text=True, env=_ray_env())
     if result.returncode != 0:
         raise RuntimeError(f"Ray did not start:\n{result.stdout}\n{result.stderr}")
     return f"127.0.0.1:{settings.ray_port}"
+
+
+def local_node_resources(settings: Settings, num_cpus: float | None = None) -> dict[str, float]:
+    """This machine's split between training and serving (see cluster/resources.py)."""
+    from cluster.resources import node_resources
+
+    return node_resources(num_cpus or os.cpu_count() or 1, settings.training_share, settings.serving_cpus)
 
 
 def _ray_env() -> dict[str, str]:
@@ -174,6 +182,7 @@ def in_process_platform(settings: Settings, *, num_cpus: int = 2, deadline_s: fl
     ray.init(
         address="local",
         num_cpus=num_cpus,
+        resources=local_node_resources(settings, num_cpus),
         include_dashboard=False,
         namespace=settings.ray_namespace,
         logging_level="ERROR",
@@ -239,6 +248,7 @@ def up(settings: Settings, *, with_ui: bool = True, out=print) -> Endpoints:
             started_ray = True
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     ray.init(address=address, namespace=settings.ray_namespace, logging_level="ERROR", log_to_driver=False)
+    check_cluster_resources(ray.cluster_resources())
     out("Starting the catalog and the API (this takes about half a minute) …")
     start_serving(settings)
     urls = endpoints(settings)
@@ -257,6 +267,18 @@ def up(settings: Settings, *, with_ui: bool = True, out=print) -> Endpoints:
         },
     )
     return urls
+
+
+def check_cluster_resources(resources: dict[str, float]) -> None:
+    """Refuse a Ray cluster with no node for serving or training (their replicas and trials would wait forever)."""
+    from cluster.resources import SERVE_RESOURCE, TRAIN_RESOURCE
+
+    missing = [name for name in (SERVE_RESOURCE, TRAIN_RESOURCE) if resources.get(name, 0) <= 0]
+    if missing:
+        raise RuntimeError(
+            f"This Ray cluster has no node offering {' or '.join(missing)}. Start its nodes as ray-cluster.yaml "
+            "does (see docs/CLUSTER.md), or stop this Ray and let 'classifly up' start one."
+        )
 
 
 def _within(action, seconds: float) -> bool:

@@ -16,6 +16,7 @@ from cluster.blobs import open_blob_store
 from cluster.catalog.actor import RayCatalog, start_catalog_actor
 from cluster.config import Settings
 from cluster.jobs import RayJobLauncher, start_jobs_actor
+from cluster.resources import serve_actor_options
 from cluster.services import Services
 from serve.api import create_api
 from serve.classifier import ServeClassifier
@@ -61,13 +62,13 @@ def build_app(args: AppArgs) -> Application:
     batching = {"max_ongoing_requests": settings.serve_max_ongoing_requests, **common}
     backbone_dir = str(settings.data_dir / "backbones")
     extractor = serve.deployment(
-        Extractor, name="Extractor", ray_actor_options={"num_cpus": settings.extractor_cpus}, **batching
+        Extractor, name="Extractor", ray_actor_options=serve_actor_options(settings.extractor_cpus), **batching
     ).bind(backbone_dir, settings.serve_threads, settings.serve_batch_size, settings.serve_batch_wait_s)
-    heads = serve.deployment(Heads, name="Heads", ray_actor_options={"num_cpus": settings.heads_cpus}, **batching).bind(
-        settings.blob_root, settings.head_cache_size
-    )
+    heads = serve.deployment(
+        Heads, name="Heads", ray_actor_options=serve_actor_options(settings.heads_cpus), **batching
+    ).bind(settings.blob_root, settings.head_cache_size)
     full_models = serve.deployment(
-        FullModels, name="FullModels", ray_actor_options={"num_cpus": settings.full_model_cpus}, **batching
+        FullModels, name="FullModels", ray_actor_options=serve_actor_options(settings.full_model_cpus), **batching
     ).bind(
         settings.blob_root, backbone_dir, settings.serve_threads, settings.serve_batch_size, settings.serve_batch_wait_s
     )
@@ -75,7 +76,7 @@ def build_app(args: AppArgs) -> Application:
         Ingress,
         name="Ingress",
         num_replicas=settings.ingress_replicas,
-        ray_actor_options={"num_cpus": settings.ingress_cpus},
+        ray_actor_options=serve_actor_options(settings.ingress_cpus),
         max_ongoing_requests=64,
         **common,
     )
