@@ -91,6 +91,7 @@ class ExpansionRun:
     update_wait_seconds: float | None = None  # import finished_at to the update's started_at
     update_seconds: float | None = None  # the update job's started_at to finished_at
     update_result_seconds: float | None = None  # the job result's own clock
+    update_steps: dict[str, float] = field(default_factory=dict)  # the job result's seconds per step
     request_to_job_live_seconds: float | None = None  # the request to the update job's finished_at
     request_to_answer_seconds: float | None = None  # the request to the first answer by the new version
     probes: int = 0
@@ -386,6 +387,7 @@ def _steps(platform: Platform, parts: SplitZips, key: str, budget: int, run: Exp
         raise RuntimeError(f"the model update ended {update['status']}: {update.get('error') or update.get('message')}")
     outcome = update.get("result") or {}
     run.update_version, run.update_result_seconds = outcome.get("version"), outcome.get("seconds")
+    run.update_steps = dict(outcome.get("timings") or {})
     run.update_added = list(outcome.get("added") or [])
     run.retrain_recommended, run.update_problems = (
         outcome.get("retrain_recommended"),
@@ -433,6 +435,10 @@ def collect(key: str, budget: int, run: ExpansionRun) -> tuple[list[Result], lis
         Result("classifly-update", f"{key}.update_wait_seconds", run.update_wait_seconds, "s"),
         Result("classifly-update", f"{key}.update_seconds", run.update_seconds, "s"),
         Result("classifly-update", f"{key}.update_result_seconds", run.update_result_seconds, "s"),
+        *[
+            Result("classifly-update", f"{key}.update_step.{name}", value, "s")
+            for name, value in run.update_steps.items()
+        ],
         Result("classifly-update", f"{key}.added_pictures", run.added_pictures),
         Result("classifly-update", f"{key}.test_accuracy", run.update_accuracy),
         Result("classifly-retrain", f"{key}.train_seconds", run.retrain_seconds, "s"),
