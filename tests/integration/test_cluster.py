@@ -22,8 +22,14 @@ from ray.cluster_utils import Cluster
 
 from cluster import inventory
 from cluster.config import Settings
-from cluster.resources import SERVE_RESOURCE, TRAIN_RESOURCE, on_this_node, runner_resource, serve_actor_options
-from cluster.resources import train_task_options
+from cluster.resources import (
+    SERVE_RESOURCE,
+    TRAIN_RESOURCE,
+    on_this_node,
+    runner_resource,
+    serve_actor_options,
+    train_task_options,
+)
 from tests.integration.conftest import wait_until
 
 pytestmark = pytest.mark.timeout(240)
