@@ -11,7 +11,7 @@ from starlette.responses import Response
 from cluster.services import Services
 from serve.classifier import Classifier
 from serve.problems import install_problem_handlers, problem_response
-from serve.routes import auth, classify, datasets, health, images, models, service, tasks, tokens, training
+from serve.routes import admin, auth, classify, datasets, health, images, models, service, tasks, tokens, training
 from serve.task_buffer import TaskBuffer
 
 API_DESCRIPTION = """
@@ -75,3 +75,4 @@ def create_api(services: Services, classifier: Classifier | None = None) -> Fast
     app.include_router(datasets.jobs_router, prefix="/v1")
     app.include_router(tasks.stats_router, prefix="/v1")
     return app
+    app.include_router(admin.router, prefix="/v1")

@@ -1,0 +1,56 @@
+"""GET /v1/admin/cluster: administrators only; queued and running work of every user from the catalog (the live
+Ray part is tested on a real multi-node cluster in tests/integration/test_cluster.py)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from fastapi.testclient import TestClient
+
+from cluster import security
+from cluster.catalog import jobs as catalog_jobs
+from cluster.catalog import users as catalog_users
+from cluster.catalog.db import utcnow
+from cluster.services import Services
+from tests.component.conftest import Account, password_hash
+
+
+def admin_headers(services: Services) -> dict[str, str]:
+    user = services.catalog.call_sync(catalog_users.create_user, "root", password_hash(), is_admin=True)
+    secret, token_hash, hint = security.new_token("session")
+    services.catalog.call_sync(
+        catalog_users.create_token,
+        user.id,
+        name="session",
+        kind="session",
+        token_hash=token_hash,
+        hint=hint,
+        expires_at=utcnow() + timedelta(hours=1),
+    )
+    return {"Authorization": f"Bearer {secret}"}
+
+
+def test_only_administrators_see_the_cluster(client: TestClient, alice: Account) -> None:
+    anonymous = client.get("/v1/admin/cluster")
+    user = client.get("/v1/admin/cluster", headers=alice.headers)
+
+    assert (anonymous.status_code, anonymous.json()["code"]) == (401, "unauthorized")
+    assert (user.status_code, user.json()["code"]) == (403, "forbidden")
+    assert "nodes" not in user.text
+
+
+def test_admins_see_every_users_queued_work_and_the_dashboard(
+    client: TestClient, services: Services, alice: Account, model_id: str
+) -> None:
+    job = services.catalog.call_sync(catalog_jobs.create_job, alice.id, "import", model_id=model_id)
+
+    response = client.get("/v1/admin/cluster", headers=admin_headers(services))
+
+    assert response.status_code == 200, response.text
+    view = response.json()
+    assert [(j["id"], j["kind"], j["status"], j["owner"]) for j in view["jobs"]] == [
+        (job.id, "import", "queued", "alice")
+    ]
+    assert view["runs"] == []
+    assert view["dashboard_url"] == f"http://127.0.0.1:{services.settings.dashboard_port}"
+    assert view["ray"].startswith("not connected") and view["nodes"] == []  # no Ray in this process
