@@ -12,12 +12,18 @@ import time
 import traceback
 from pathlib import Path
 
-from bench import expansion_bench, import_bench, training_bench
+from bench import expansion_bench, import_bench, serving_bench, soak_bench, training_bench
 from bench.common import RESULTS_DIR, Context, cache_dir, data_dir, log
 from bench.datasets import ALL_DATASETS
 
 # name -> run(Context) -> Path of the JSON written, or None when skipped (no data)
-BENCHMARKS = {"import": import_bench.run, "training": training_bench.run, "expansion": expansion_bench.run}
+BENCHMARKS = {
+    "import": import_bench.run,
+    "training": training_bench.run,
+    "expansion": expansion_bench.run,
+    "soak": soak_bench.run,
+    "serving": serving_bench.run,
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
