@@ -17,6 +17,7 @@ from ui.api_types import (
     Classification,
     ClassInfo,
     Cleanup,
+    ClusterView,
     DatasetStats,
     Image,
     ImagesPage,
@@ -469,3 +470,8 @@ def model_stats(token: str, model_id: str, days: int = 30) -> ModelStats:
     """Traffic, answer times, confidence and accuracy in use (from feedback) over the last `days`."""
     response = _request("GET", f"/v1/models/{model_id}/stats", token, params={"days": days})
     return ModelStats.model_validate(response.json())
+
+
+def admin_cluster(token: str) -> ClusterView:
+    """Administrators only: nodes, resources, runners, queued and running work, Serve replicas."""
+    return ClusterView.model_validate(_request("GET", "/v1/admin/cluster", token).json())

@@ -483,3 +483,39 @@ class ModelStats(ApiModel):
     latency: Latency = Latency()
     confidence: list[ConfidenceCount] = []
     versions: list[VersionField] = []
+
+
+class ClusterNode(ApiModel):
+    id: str
+    address: str = ""
+    alive: bool = True
+    kind: str = "worker"  # head | worker | runner
+    owner: str | None = None  # the username whose runner this is
+    total: dict[str, float] = {}
+    available: dict[str, float] = {}
+
+
+class ClusterResources(ApiModel):
+    total: dict[str, float] = {}
+    in_use: dict[str, float] = {}
+    free: dict[str, float] = {}
+
+
+class ClusterRunner(ApiModel):
+    user_id: str
+    username: str
+    nodes: int = 0
+    cpus: float = 0.0
+
+
+class ClusterView(ApiModel):
+    """GET /v1/admin/cluster: what the cluster is doing (administrators only)."""
+
+    ray: str = ""
+    dashboard_url: str = ""
+    nodes: list[ClusterNode] = []
+    resources: ClusterResources = ClusterResources()
+    runners: list[ClusterRunner] = []
+    jobs: list[dict[str, Any]] = []
+    runs: list[dict[str, Any]] = []
+    serve: list[dict[str, Any]] = []
