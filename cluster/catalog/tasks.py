@@ -113,7 +113,10 @@ def version_to_serve(conn: Connection, owner_id: str, model_id: str, version: in
                 f"(POST /v1/models/{model_id}/train) and classify when the run has succeeded."
             )
         version = model.active_version
-    return replace(get_version(conn, owner_id, model_id, version), model_options=dict(model.options))
+    record = get_version(conn, owner_id, model_id, version)
+    if record.status == "broken":  # marked by `classifly doctor --repair`: its stored model is gone
+        raise NotReady(record.metrics.get("problem") or f"Version {version} is damaged; activate another version.")
+    return replace(record, model_options=dict(model.options))
 
 
 def record_tasks(conn: Connection, owner_id: str, model_id: str, tasks: list[NewTask]) -> datetime:

@@ -15,13 +15,13 @@ import duckdb
 import pytest
 
 from cluster.blobs import LocalBlobStore
-from cluster.catalog import jobs, models, runs, users
+from cluster.catalog import jobs, models, runs, tasks, users
 from cluster.catalog.client import LocalCatalog
 from cluster.catalog.models import ModelSpec
 from cluster.config import Settings
 from cluster.importer import ImportRequest, run_import, serial_map
 from cluster.ops import backup, doctor, restore, verify_backup
-from pipelines.errors import Conflict, InvalidInput
+from pipelines.errors import Conflict, InvalidInput, NotReady
 from pipelines.zips import ZipLimits
 from tests.factories import make_zip
 
@@ -142,6 +142,10 @@ def test_doctor_finds_orphans_interrupted_work_and_lost_files_and_repairs_them(t
     conn.close()
     assert len(table_rows(settings.catalog_file)["images"]) == len(before["images"])  # nothing deleted
 
+    catalog = LocalCatalog(settings.catalog_file)
+    with pytest.raises(NotReady, match="head.npz"):
+        catalog.call_sync(tasks.version_to_serve, made["user"], made["model"])
+    catalog.close()
     again = doctor(settings, grace_s=3600)
     assert again.clean, again.lines()
     assert any("marked broken" in note for note in again.notes)
