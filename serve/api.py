@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from cluster.services import Services
 from serve.classifier import Classifier
+from serve.limits import Limits
 from serve.problems import install_problem_handlers, problem_response
 from serve.routes import admin, auth, classify, datasets, health, images, models, service, tasks, tokens, training
 from serve.task_buffer import TaskBuffer
@@ -68,6 +69,7 @@ def create_api(services: Services, classifier: Classifier | None = None) -> Fast
     app.state.services = services
     app.state.task_buffer = task_buffer
     app.state.classifier = classifier
+    app.state.limits = Limits.from_settings(services.settings)
     install_problem_handlers(app)
     app.add_middleware(BodySizeLimit, limit=services.settings.max_upload_bytes)
     for module in (health, auth, tokens, models, images, datasets, training, classify, tasks, service):

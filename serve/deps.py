@@ -85,6 +85,20 @@ async def get_admin(principal: CurrentUser) -> Principal:
 AdminUser = Annotated[Principal, Depends(get_admin)]
 
 
+async def check_upload_rate(request: Request, principal: CurrentUser) -> None:
+    """Count an upload request against its token's rate (serve/limits.py); 429 with Retry-After when over."""
+    request.app.state.limits.check_upload(principal.token.id)
+
+
+# For the decorator of every route that stores uploaded bytes: `dependencies=[UploadRate]`.
+UploadRate = Depends(check_upload_rate)
+
+
+def client_address(request: Request) -> str:
+    """The caller's address as the server saw it (behind a proxy: the proxy's, unless it forwards the client)."""
+    return request.client.host if request.client else "unknown"
+
+
 def quota_of(services: Services, user: UserRecord) -> int:
     """The user's storage quota: their own if set, the platform default otherwise."""
     return user.quota_bytes if user.quota_bytes is not None else services.settings.quota_bytes

@@ -33,6 +33,8 @@ def problem_response(status: int, code: str, title: str, detail: str, instance: 
     """An RFC 9457 problem document."""
     body = problem_body(status, code, title, detail, instance, **extra)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if status == 429 and isinstance(extra.get("retry_after"), int):
+        headers = {"Retry-After": str(extra["retry_after"])}  # seconds; the body carries the same number
     return JSONResponse(body, status_code=status, media_type="application/problem+json", headers=headers)
 
 

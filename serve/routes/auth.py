@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Request, status
 from starlette.concurrency import run_in_threadpool
 
 from cluster.catalog import images as catalog_images
@@ -13,7 +13,7 @@ from cluster.catalog import users as catalog_users
 from cluster.catalog.db import utcnow
 from cluster.security import dummy_hash, hash_password, new_token, verify_password
 from pipelines.errors import Forbidden, Unauthorized
-from serve.deps import CurrentUser, ServicesDep, quota_of
+from serve.deps import CurrentUser, ServicesDep, client_address, quota_of
 from serve.routes.common import forget_pictures
 from serve.schemas import (
     CleanupIn,
@@ -40,13 +40,18 @@ async def register(body: RegisterIn, services: ServicesDep) -> UserPublic:
 
 
 @router.post("/auth/login")
-async def login(body: LoginIn, services: ServicesDep) -> SessionOut:
-    """Sign in with username and password; returns a session token for the Authorization header."""
+async def login(body: LoginIn, request: Request, services: ServicesDep) -> SessionOut:
+    """Sign in with username and password; returns a session token for the Authorization header.
+    Too many failed attempts for one username from one address answer 429 (with Retry-After) for a while."""
+    limits, client = request.app.state.limits, client_address(request)
+    limits.check_login(body.username, client)  # before the password check: no guessing while locked out
     found = await services.catalog.call(catalog_users.get_password_hash, body.username)
     stored = found[1] if found else dummy_hash()
     matches = await run_in_threadpool(verify_password, body.password, stored)
     if not found or not matches:
+        limits.login_failed(body.username, client)
         raise Unauthorized("The username or password is wrong.")
+    limits.login_succeeded(body.username, client)
     secret, token_hash, hint = new_token("session")
     expires_at = utcnow() + timedelta(hours=services.settings.session_hours)
     await services.catalog.call(

@@ -19,7 +19,7 @@ from cluster.catalog import tasks as catalog_tasks
 from cluster.importer import ImportRequest
 from pipelines.errors import InvalidInput, NotFound, NotReady
 from pipelines.images import DatasetShape, choose_policy
-from serve.deps import CurrentUser, ServicesDep, quota_of
+from serve.deps import CurrentUser, ServicesDep, UploadRate, quota_of
 from serve.routes.common import job_public
 from serve.routes.uploads import check_content_length, save_upload, stream_body
 from serve.schemas import DatasetStatsPublic, JobPublic, JobsPublic, PolicyPublic
@@ -46,7 +46,7 @@ ZIP_BODY = {
 }
 
 
-@router.post("/imports", status_code=status.HTTP_202_ACCEPTED, openapi_extra=ZIP_BODY)
+@router.post("/imports", status_code=status.HTTP_202_ACCEPTED, openapi_extra=ZIP_BODY, dependencies=[UploadRate])
 async def import_zip(
     model_id: str, request: Request, response: Response, principal: CurrentUser, services: ServicesDep
 ) -> JobPublic:
@@ -90,7 +90,13 @@ async def import_zip(
     return job_public(job)
 
 
-@router.post("/classify-batch", status_code=status.HTTP_202_ACCEPTED, openapi_extra=ZIP_BODY, tags=["classify"])
+@router.post(
+    "/classify-batch",
+    status_code=status.HTTP_202_ACCEPTED,
+    openapi_extra=ZIP_BODY,
+    tags=["classify"],
+    dependencies=[UploadRate],
+)
 async def classify_batch(
     model_id: str,
     request: Request,

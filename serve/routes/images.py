@@ -16,7 +16,7 @@ from cluster.catalog.images import ImageRecord, NewImage
 from pipelines.errors import InvalidInput
 from pipelines.images import inspect_image, make_thumbnail
 from pipelines.zips import validate_class_name
-from serve.deps import CurrentUser, ServicesDep, quota_of
+from serve.deps import CurrentUser, ServicesDep, UploadRate, quota_of
 from serve.routes.common import forget_pictures, request_model_update, thumbnail_key
 from serve.routes.uploads import check_content_length, read_upload
 from serve.schemas import FileOutcome, ImagePublic, ImagesDelete, ImagesPublic, ImageUpdate, UploadOut
@@ -44,7 +44,7 @@ def image_public(record: ImageRecord) -> ImagePublic:
     )
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
+@router.post("", status_code=status.HTTP_201_CREATED, dependencies=[UploadRate])
 async def upload_images(
     model_id: str,
     request: Request,

@@ -14,7 +14,7 @@ from cluster.catalog import models as catalog_models
 from cluster.catalog.models import ModelSpec
 from pipelines.errors import InvalidInput
 from pipelines.images import inspect_image
-from serve.deps import CurrentUser, ServicesDep
+from serve.deps import CurrentUser, ServicesDep, UploadRate
 from serve.routes.common import forget_pictures, model_public, request_model_update
 from serve.routes.uploads import read_upload
 from serve.schemas import (
@@ -86,7 +86,7 @@ async def delete_model(model_id: str, principal: CurrentUser, services: Services
     await forget_pictures(services, shas)
 
 
-@router.put("/{model_id}/sample")
+@router.put("/{model_id}/sample", dependencies=[UploadRate])
 async def set_sample_image(
     model_id: str, principal: CurrentUser, services: ServicesDep, file: Annotated[UploadFile, File()]
 ) -> ModelPublic:
