@@ -15,7 +15,7 @@ from cluster.catalog.actor import RayCatalog, get_catalog_actor
 from cluster.catalog.client import Catalog
 from cluster.config import Settings
 from cluster.importer import ImportRequest, run_import
-from cluster.resources import on_this_node, train_task_options
+from cluster.resources import on_the_head, on_this_node, train_task_options
 from pipelines.errors import ClassiflyError
 
 logger = logging.getLogger("classifly.jobs")
@@ -172,7 +172,9 @@ def start_jobs_actor(namespace: str) -> ray.actor.ActorHandle:
     """Get or start the detached jobs actor."""
     handle = (
         ray.remote(JobsActor)
-        .options(name=JOBS_ACTOR, namespace=namespace, lifetime="detached", get_if_exists=True, num_cpus=0)
+        .options(
+            name=JOBS_ACTOR, namespace=namespace, lifetime="detached", get_if_exists=True, num_cpus=0, **on_the_head()
+        )
         .remote(namespace)
     )
     ray.get(handle.running_jobs.remote())

@@ -132,6 +132,15 @@ def set_gpu_memory_growth() -> int:
     return len(gpus)
 
 
+HEAD_RESOURCE = "node:__internal_head__"  # Ray gives the head node this resource (amount 1)
+
+
+def on_the_head() -> dict[str, Any]:
+    """Ray options pinning a zero-CPU platform actor (the catalog, which owns a file on the head's disk; the jobs
+    actor) to the head node, whoever starts it."""
+    return {"resources": {HEAD_RESOURCE: 0.001}}
+
+
 def on_this_node(soft: bool = True) -> dict[str, Any]:
     """Ray options keeping a zero-CPU actor or task on the caller's node (so it never lands on a runner)."""
     import ray

@@ -16,6 +16,7 @@ from ray.exceptions import RayActorError, RayTaskError
 from cluster.catalog.client import LocalCatalog
 from cluster.catalog.jobs import mark_interrupted
 from cluster.catalog.runs import mark_interrupted_runs
+from cluster.resources import on_the_head
 from pipelines.errors import ClassiflyError, Unavailable
 
 T = TypeVar("T")
@@ -84,6 +85,7 @@ def start_catalog_actor(path: str, namespace: str) -> ray.actor.ActorHandle:
         num_cpus=0,
         max_restarts=-1,
         max_task_retries=0,
+        **on_the_head(),  # the DuckDB file is on the head's disk
     )
     handle = remote.remote(path)
     ray.get(handle.ping.remote())

@@ -25,6 +25,7 @@ from cluster.config import Settings
 from cluster.resources import (
     SERVE_RESOURCE,
     TRAIN_RESOURCE,
+    on_the_head,
     on_this_node,
     runner_resource,
     serve_actor_options,
@@ -116,6 +117,10 @@ def test_serving_training_and_coordination_each_land_on_their_nodes(nodes: Nodes
     assert ray.get(where.options(**train_task_options(0.5)).remote()) == nodes.train
     # Zero-CPU drivers stay where they are started (never on a runner, which has room for zero-CPU work too).
     assert {ray.get(where.options(**on_this_node()).remote()) for _ in range(5)} == {nodes.head}
+    # The catalog and jobs actors are pinned to the head, whoever starts them.
+    pinned = ray.remote(Probe).options(num_cpus=0, **on_the_head()).remote()
+    assert ray.get(pinned.where.remote()) == nodes.head
+    ray.kill(pinned)
     ray.kill(replica)
 
 
