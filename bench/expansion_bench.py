@@ -6,7 +6,8 @@ For each dataset (MNIST, CIFAR-10; official splits):
 1. A fresh in-process platform (local Ray with 2 CPUs, the catalog, the Serve app), driven over HTTP as a
    user's script would: register, create a model, import a zip of 9 classes (``train/`` + ``test/``, the
    10th class, the last in label order, held out), ``POST /v1/models/{id}/train`` with only a time budget
-   (the training benchmark's: MNIST 5 min, CIFAR-10 30 min; every other setting the platform's default).
+   (MNIST 5 min, the training benchmark's; CIFAR-10 10 min, the platform's default: see ``BUDGET_S``; every
+   other setting the platform's default).
 2. The update: a zip of the 10th class (all its training and test pictures) imported into the trained model;
    the import's report links the model update job (``model_update``). Measured from the import request:
    ``request_to_job_live_seconds`` (to the update job's ``finished_at``, the new version active) and
@@ -113,8 +114,14 @@ class ExpansionRun:
         return self.memory.peak_mb if self.memory and self.memory.samples else None
 
 
+# Training budgets of the 9-class training and of the full retrain: the training benchmark's for MNIST (5 min);
+# the platform's default (10 min) for CIFAR-10, whose 30-minute training-benchmark budget would make one run
+# take well over an hour. Both trainings of a dataset get the same budget, so the comparison stays fair.
+BUDGET_S = {"mnist": TIME_LIMIT_S["mnist"], "cifar10": 600}
+
+
 def budgets(quick: bool) -> dict[str, int]:
-    return {key: QUICK_BUDGET_S if quick else TIME_LIMIT_S[key] for key in DATASETS}
+    return {key: QUICK_BUDGET_S if quick else BUDGET_S[key] for key in DATASETS}
 
 
 # --- inputs ---------------------------------------------------------------------------------------------------
