@@ -90,11 +90,12 @@ def get_job(conn: Connection, job_id: str) -> JobRecord:
 
 
 def get_owned_job(conn: Connection, owner_id: str, job_id: str) -> JobRecord:
-    """A job if `owner_id` started it; NotFound otherwise."""
-    job = get_job(conn, job_id)
-    if job.owner_id != owner_id:
+    """A job if `owner_id` started it; NotFound otherwise, in the same words whether it is missing or someone
+    else's (different words would tell a caller which ids exist)."""
+    row = conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ? AND owner_id = ?", [job_id, owner_id]).fetchone()
+    if row is None:
         raise NotFound(f"There is no job '{job_id}' in your account.")
-    return job
+    return _job(row)
 
 
 def list_jobs(

@@ -149,11 +149,13 @@ def get_run(conn: Connection, run_id: str) -> RunRecord:
 
 
 def get_owned_run(conn: Connection, owner_id: str, run_id: str) -> RunRecord:
-    """A run of one of the owner's models; NotFound for anyone else's."""
-    run = get_run(conn, run_id)
-    if run.owner_id != owner_id:
+    """A run of one of the owner's models; NotFound for anyone else's, in the same words as for a missing one."""
+    row = conn.execute(
+        f"SELECT {_RUN_COLUMNS} FROM training_runs r WHERE r.id = ? AND r.owner_id = ?", [run_id, owner_id]
+    ).fetchone()
+    if row is None:
         raise NotFound(f"There is no training run '{run_id}' in your account.")
-    return run
+    return _run(row)
 
 
 def list_runs(conn: Connection, owner_id: str, model_id: str, *, limit: int = 50) -> list[RunRecord]:
