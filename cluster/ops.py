@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -363,6 +364,7 @@ def _check(
 
     # Unreferenced files.
     artifact_prefixes = {uri for _, _, uri, _ in refs.versions if uri} | refs.trial_artifacts
+    live_uploads = {key for job_id, key in refs.upload_keys.items() if job_id not in jobs}  # not interrupted
     now = time.time()
     orphans: list[StoredFile] = []
     recent: list[StoredFile] = []
@@ -379,7 +381,7 @@ def _check(
         elif top == "exports":
             referenced = _referenced_artifact(key.removeprefix("exports/"), artifact_prefixes)
         elif top == "uploads":
-            referenced = key in refs.upload_keys
+            referenced = key in live_uploads
         elif top == "batch-results":
             referenced = name.removesuffix(".json") in refs.job_ids
         elif top == "incoming":
@@ -398,7 +400,9 @@ def _check(
     report.recent = sorted(file.key for file in recent)
     if orphans:
         size = sum(file.size for file in orphans)
-        what = f"{len(orphans)} unreferenced file(s), {size / 2**20:.1f} MiB ({_sample(report.orphans)})"
+        folders = Counter(file.key.split("/", 1)[0] for file in orphans)
+        where = ", ".join(f"{folder}/ {count}" for folder, count in sorted(folders.items()))
+        what = f"{len(orphans)} unreferenced file(s), {size / 2**20:.1f} MiB in {where} ({_sample(report.orphans)})"
         if repair:
             for file in orphans:
                 blobs.delete(file.key)

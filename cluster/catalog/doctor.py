@@ -25,7 +25,7 @@ class CatalogReferences:
     images_without_bytes: list[tuple[int, str, str]]  # accepted images whose sha256 has no blob row (id, model, sha)
     versions: list[tuple[str, int, str | None, str]]  # (model id, version, artifact uri, status)
     trial_artifacts: set[str]
-    upload_keys: set[str]  # uploaded zips of queued or running jobs
+    upload_keys: dict[str, str]  # job id -> its uploaded zip, for queued or running jobs
     job_ids: set[str]
     batch_results: set[str]  # result keys succeeded batch classifications promise
     active_jobs: list[tuple[str, str, str, datetime]]  # (id, kind, status, updated_at)
@@ -62,13 +62,13 @@ def references(conn: Connection) -> CatalogReferences:
         ).fetchall()
     }
     jobs = conn.execute("SELECT id, kind, status, params, updated_at FROM jobs").fetchall()
-    upload_keys, batch_results, active_jobs = set(), set(), []
+    upload_keys, batch_results, active_jobs = {}, set(), []
     for job_id, kind, status, params, updated_at in jobs:
         if status in ("queued", "running"):
             active_jobs.append((job_id, kind, status, updated_at))
             key = json.loads(params or "{}").get("upload_key")
             if key:
-                upload_keys.add(key)
+                upload_keys[job_id] = key
         if kind == "classify_batch" and status == "succeeded":
             batch_results.add(f"batch-results/{job_id}.json")
     runs = conn.execute(
