@@ -220,6 +220,20 @@ class MemorySeries:
         return [mb for t, mb, _, _ in self.points if start <= t <= end]
 
 
+def trend_per_minute(points: list[tuple[float, float, int, float]]) -> float | None:
+    """The least-squares slope of the platform's memory over the judged part of the run, in MB per minute: a
+    growth within the limit that has not levelled off shows here."""
+    if len(points) < 3:
+        return None
+    times = [p[0] for p in points]
+    values = [p[1] for p in points]
+    mean_t, mean_v = statistics.fmean(times), statistics.fmean(values)
+    spread = sum((t - mean_t) ** 2 for t in times)
+    if spread == 0:
+        return None
+    return 60 * sum((t - mean_t) * (v - mean_v) for t, v in zip(times, values, strict=True)) / spread
+
+
 def percentile(values: list[float], share: float) -> float | None:
     if not values:
         return None
@@ -292,6 +306,7 @@ def collect(
         Result("classifly", "memory_at_end_mb", final, "MB"),
         Result("classifly", "memory_growth_pct", None if growth is None else growth * 100, "%"),
         Result("classifly", "memory_peak_mb", max((p[1] for p in after), default=None), "MB"),
+        Result("classifly", "memory_trend_mb_per_min", trend_per_minute(after), "MB/min"),
         Result("classifly", "processes_after_warmup", after[0][2] if after else None),
         Result("classifly", "processes_at_end", after[-1][2] if after else None),
         Result("bench-client", "memory_at_end_mb", memory.points[-1][3] if memory.points else None, "MB"),
