@@ -56,9 +56,15 @@ def test_up_status_create_admin_and_down(tmp_path: Path) -> None:
             f"http://127.0.0.1:{api_port}/v1/auth/login", json={"username": "root", "password": "s3cret-pass"}
         )
         assert login.status_code == 200 and login.json()["user"]["is_admin"] is True
+
+        checked = classifly(env, "doctor")  # found through run/platform.json: the catalog actor answers
+        assert checked.returncode == 0 and "through the running platform" in checked.stdout, checked.stdout
     finally:
         stopped = classifly(env, "down")
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     after = classifly(env, "status")
     assert after.returncode == 1 and "not running" in after.stdout
     assert (tmp_path / "data" / "catalog.duckdb").exists()
+    checked = classifly(env, "doctor")
+    assert checked.returncode == 0 and "platform down" in checked.stdout, checked.stdout
+    assert "1 users" in checked.stdout
