@@ -144,7 +144,7 @@ class JobsActor:
 
         if self.updater is None:
             options = {"num_cpus": 0, "max_concurrency": UPDATER_THREADS, "max_restarts": -1}
-            self.updater = ray.remote(Updater).options(**options).remote()
+            self.updater = ray.remote(Updater).options(**options, **on_this_node()).remote()  # never on a runner
         return self.updater
 
     def submit_classify_batch(self, job_id: str, settings_json: str, app_name: str) -> None:
