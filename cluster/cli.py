@@ -112,7 +112,9 @@ def cmd_runner_leave(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_doctor(settings: Settings, args: argparse.Namespace) -> int:
     from cluster.ops import doctor
 
-    report = doctor(settings, repair=args.repair, grace_s=args.grace, deep=args.deep, out=_print)
+    report = doctor(
+        settings, repair=args.repair, grace_s=args.grace, deep=args.deep, stale_s=args.stale_after, out=_print
+    )
     return 0 if report.clean else 1
 
 
@@ -159,6 +161,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="unreferenced files younger than this are left alone (work in progress); default 3600",
     )
     doctor.add_argument("--deep", action="store_true", help="also read every picture and check its sha256")
+    doctor.add_argument(
+        "--stale-after",
+        type=float,
+        default=120,
+        metavar="SECONDS",
+        help="platform up: a job or run nothing works on, unchanged this long, counts as interrupted; default 120",
+    )
     doctor.set_defaults(handler=cmd_doctor)
     back_up = commands.add_parser("backup", help="copy the catalog and the blob store into a new folder")
     back_up.add_argument("path", help="a new or empty folder")

@@ -214,7 +214,9 @@ def _age(file: StoredFile, now: float) -> float:
     return now - file.mtime if file.mtime is not None else 0.0
 
 
-def _stale_work(settings: Settings, refs: catalog_doctor.CatalogReferences) -> tuple[list[str], list[str]]:
+def _stale_work(
+    settings: Settings, refs: catalog_doctor.CatalogReferences, stale_s: float
+) -> tuple[list[str], list[str]]:
     """Active jobs and runs the running platform is not working on (their worker died), unchanged for a while."""
     import ray
 
@@ -231,12 +233,12 @@ def _stale_work(settings: Settings, refs: catalog_doctor.CatalogReferences) -> t
     jobs = [
         job_id
         for job_id, _, _, updated in refs.active_jobs
-        if job_id not in running and (now - updated).total_seconds() > STALE_WORK_S
+        if job_id not in running and (now - updated).total_seconds() >= stale_s
     ]
     runs = [
         run_id
         for run_id, _, updated in refs.active_runs
-        if run_id not in running and (now - updated).total_seconds() > STALE_WORK_S
+        if run_id not in running and (now - updated).total_seconds() >= stale_s
     ]
     return jobs, runs
 
@@ -247,6 +249,7 @@ def doctor(
     repair: bool = False,
     grace_s: float = DEFAULT_GRACE_S,
     deep: bool = False,
+    stale_s: float = STALE_WORK_S,
     out: Callable[[str], None] | None = None,
 ) -> DoctorReport:
     """Check the catalog against the blob store (and repair with `repair`); the report says what was found."""
@@ -257,7 +260,7 @@ def doctor(
         stored = list_store(blobs)
         refs = catalog.call_sync(catalog_doctor.references)
         report = DoctorReport(mode=mode, repair=repair, counts=refs.counts)
-        _check(report, settings, catalog, blobs, stored, refs, grace_s=grace_s, deep=deep)
+        _check(report, settings, catalog, blobs, stored, refs, grace_s=grace_s, deep=deep, stale_s=stale_s)
     if out is not None:
         for line in report.lines():
             out(line)
@@ -274,6 +277,7 @@ def _check(
     *,
     grace_s: float,
     deep: bool,
+    stale_s: float = STALE_WORK_S,
 ) -> None:
     day = datetime.now(UTC).date().isoformat()
     repair = report.repair
@@ -346,7 +350,7 @@ def _check(
         jobs = [job_id for job_id, *_ in refs.active_jobs]
         runs = [run_id for run_id, *_ in refs.active_runs]
     else:
-        jobs, runs = _stale_work(settings, refs)
+        jobs, runs = _stale_work(settings, refs, stale_s)
         live = len(refs.active_jobs) + len(refs.active_runs) - len(jobs) - len(runs)
         if live:
             report.notes.append(f"{live} job(s)/run(s) in progress")

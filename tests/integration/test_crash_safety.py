@@ -347,3 +347,40 @@ def test_a_backup_of_the_running_platform_restores_into_a_wiped_folder_and_serve
     answer = platform.classify(headers, model_id, picture)["results"][0]
     assert answer["label"] == before["answer"]["label"]
     assert answer["confidence"] == pytest.approx(before["answer"]["confidence"], abs=1e-4)
+
+
+def test_a_job_whose_worker_died_while_the_platform_runs_is_found_and_marked(platform, tmp_path) -> None:
+    """Only the import's driver process is killed; the catalog actor lives on, so nothing marks the job at a
+    start: doctor sees an active job that the jobs actor no longer runs."""
+    headers = platform.login("orphaned")
+    model_id = platform.http.post("/v1/models", json={"name": "Half"}, headers=headers).json()["id"]
+    archive = make_zip(tmp_path / "half.zip", {"a": 600, "b": 600}, size=(24, 24)).read_bytes()
+    job_url = platform.http.post(
+        f"/v1/models/{model_id}/imports", content=archive, headers={**headers, "Content-Type": "application/zip"}
+    ).headers["Location"]
+
+    def driver() -> psutil.Process | None:
+        job = platform.get(job_url, headers)
+        assert job["status"] in ("queued", "running"), job
+        if job["progress"]["done"] == 0:
+            return None
+        for process in psutil.Process(platform.process.pid).children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                if "_import_driver" in " ".join(process.cmdline()):
+                    return process
+        return None
+
+    wait_until(driver, 120, "the import's driver to report progress", interval_s=0.05).kill()
+
+    def reported() -> subprocess.CompletedProcess | None:
+        done = platform.cli("doctor", "--stale-after", "0", up=True)
+        return done if "1 job(s) and 0 training run(s) still marked running" in done.stdout else None
+
+    assert wait_until(reported, 120, "doctor to see the dead job", interval_s=1).returncode == 1
+    assert platform.get(job_url, headers)["status"] == "running"  # a check changes nothing
+    repaired = platform.cli("doctor", "--repair", "--stale-after", "0", "--grace", "0", up=True)
+    assert repaired.returncode == 0, doctor_output(repaired)
+    assert platform.get(job_url, headers)["status"] == "interrupted"
+    assert platform.get(f"/v1/models/{model_id}/dataset", headers)["total_images"] == 0
+    clean = platform.cli("doctor", "--grace", "0", up=True)
+    assert clean.returncode == 0 and "Result: consistent." in clean.stdout, doctor_output(clean)
