@@ -19,7 +19,7 @@ from pipelines.zips import validate_class_name
 from serve.deps import CurrentUser, ServicesDep, UploadRate, quota_of
 from serve.routes.common import forget_pictures, request_model_update, thumbnail_key
 from serve.routes.uploads import check_content_length, read_upload
-from serve.schemas import FileOutcome, ImagePublic, ImagesDelete, ImagesPublic, ImageUpdate, UploadOut
+from serve.schemas import MAX_OFFSET, FileOutcome, ImagePublic, ImagesDelete, ImagesPublic, ImageUpdate, UploadOut
 
 router = APIRouter(prefix="/models/{model_id}/images", tags=["images"])
 
@@ -150,7 +150,7 @@ async def list_images(
     split: Annotated[Literal["train", "test"] | None, Query()] = None,
     status_: Annotated[Literal["accepted", "rejected"] | None, Query(alias="status")] = "accepted",
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> ImagesPublic:
     """A page of the model's pictures; filter by class, split and status (rejected shows the reasons)."""
     records, total = await services.catalog.call(

@@ -18,6 +18,7 @@ from serve.deps import CurrentUser, ServicesDep, UploadRate
 from serve.routes.common import forget_pictures, model_public, request_model_update
 from serve.routes.uploads import read_upload
 from serve.schemas import (
+    MAX_OFFSET,
     ClassCreate,
     ClassesPublic,
     ClassPublic,
@@ -47,7 +48,7 @@ async def list_models(
     principal: CurrentUser,
     services: ServicesDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> ModelsPublic:
     """Your models, newest first."""
     records, total = await services.catalog.call(catalog_models.list_models, principal.id, limit=limit, offset=offset)

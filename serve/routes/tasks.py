@@ -21,6 +21,7 @@ from serve.deps import CurrentUser, ServicesDep, quota_of
 from serve.routes.common import request_model_update
 from serve.routes.images import describe_picture
 from serve.schemas import (
+    MAX_OFFSET,
     ClassScore,
     FeedbackIn,
     FeedbackPublic,
@@ -58,7 +59,10 @@ def _utc(value: datetime | None) -> datetime | None:
     """The catalog stores naive UTC; a time without a zone is taken as UTC."""
     if value is None or value.tzinfo is None:
         return value
-    return value.astimezone(UTC).replace(tzinfo=None)
+    try:
+        return value.astimezone(UTC).replace(tzinfo=None)
+    except OverflowError:  # a zone moved it past year 1 or 9999 (a 500 found by fuzzing): as far as time goes
+        return datetime.min if value.year == 1 else datetime.max
 
 
 @router.get("")
@@ -75,7 +79,7 @@ async def list_tasks(
         Query(description="none: no feedback yet; confirmed / corrected: the answer was right / wrong"),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=catalog_tasks.MAX_PAGE)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> TasksPublic:
     """Your classification tasks, newest first; `count` is how many match in all."""
     filters = TaskFilter(model_id, version, _utc(since), _utc(until), feedback)
