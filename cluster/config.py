@@ -46,15 +46,7 @@ class Settings(BaseSettings):
     )
     login_failure_window_s: float = Field(300.0, gt=0, description="Window of login_max_failures, in seconds")
     upload_requests_per_minute: int = Field(
-        300, ge=0, description="Upload requests (pictures, zips, samples) one token may send a minute (0: no limit)"
-    )
-    # Throttles (serve/limits.py), enforced per Ingress replica with the limit divided by ingress_replicas.
-    login_max_failures: int = Field(
-        10, ge=0, description="Failed sign-ins per username and client address within the window (0: no limit)"
-    )
-    login_failure_window_s: float = Field(300.0, gt=0, description="Window of login_max_failures, in seconds")
-    upload_requests_per_minute: int = Field(
-        300, ge=0, description="Upload requests (pictures, zips, samples) one token may send a minute (0: no limit)"
+        600, ge=0, description="Upload requests (pictures, zips, samples) one token may send a minute (0: no limit)"
     )
     ui_secret: str = Field("", description="Secret the UI uses to sign cookies; generated into the data dir when empty")
 
