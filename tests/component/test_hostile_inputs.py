@@ -5,12 +5,15 @@ and the rest of the dataset is exactly as it was before.
 
 from __future__ import annotations
 
+import asyncio
 import zipfile
 from collections.abc import Callable, Iterator
 
 import pytest
 from fastapi.testclient import TestClient
 
+from cluster.batch import run_batch
+from cluster.catalog import jobs as catalog_jobs
 from cluster.services import Services
 from tests import hostile
 from tests.component.conftest import Account, api_client, pack_bytes, stored_state
@@ -308,3 +311,37 @@ def test_a_refused_archive_fails_its_job_and_changes_nothing(
     assert job["error"]["code"] == "invalid_input" and words in job["error"]["detail"], job["error"]
     assert dataset(client, alice, model_id) == birds
     assert pack_bytes(services) == stored
+
+
+def test_a_zip_full_of_hostile_entries_classified_as_a_batch_answers_each_file(
+    classify_api: TestClient, services: Services, alice: Account, model_id: str
+) -> None:
+    publish(services, alice, model_id)
+    data, rejects = kitchen_sink_zip()
+    del rejects["dog/same-as-cat.png"]  # a picture in two classes is an import problem; here it is just a picture
+    started = classify_api.post(
+        f"/v1/models/{model_id}/classify-batch",
+        content=data,
+        headers={**alice.headers, "Content-Type": "application/zip"},
+    )
+    assert started.status_code == 202, started.text
+    job_id = started.json()["id"]
+    job = services.catalog.call_sync(catalog_jobs.start_job, job_id)
+
+    result = asyncio.run(run_batch(job, services.catalog, services.blobs, services.settings, FakeClassifier(), _quiet))
+    services.catalog.call_sync(catalog_jobs.finish_job, job_id, status="succeeded", message="", result=result)
+
+    rows = {
+        row["name"]: row
+        for row in classify_api.get(f"/v1/jobs/{job_id}/results", headers=alice.headers).json()["results"]
+    }
+    for name, words in rejects.items():
+        assert rows[name]["task_id"] is None and words in rows[name]["error"], (name, rows[name])
+    answered = {name for name, row in rows.items() if row["task_id"]}
+    assert answered == set(rows) - set(rejects)
+    assert {f"cat/{name}" for name in hostile.ACCEPTED_AS} <= answered
+    assert "__MACOSX/cat/._0.png" not in rows and result["failed"] == len(rejects)
+
+
+def _quiet(done: int, total: int, message: str) -> None:
+    """Progress reports of the batch job: not needed here."""
