@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
-from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
-from starlette.responses import Response
+from fastapi import FastAPI
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cluster.services import Services
 from serve.classifier import Classifier
@@ -29,24 +29,42 @@ Errors are `application/problem+json` with a `code` and a `detail` that says wha
 """
 
 
-class BodySizeLimit(BaseHTTPMiddleware):
-    """Refuse requests whose declared body is over the upload limit before reading them."""
+class BodySizeLimit:
+    """Refuse request bodies over the upload limit: a declared Content-Length before reading any of it, and a body
+    sent without one (chunked) as soon as what has arrived passes the limit (a 413 from inside the route)."""
 
-    def __init__(self, app, limit: int):
-        super().__init__(app)
+    def __init__(self, app: ASGIApp, limit: int):
+        self.app = app
         self.limit = limit
 
-    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        declared = request.headers.get("content-length", "")
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.limit:
-            return problem_response(
+            response = problem_response(
                 413,
                 "too_large",
                 "Upload too large",
                 f"This request is {int(declared) / 2**20:,.0f} MB; the limit is {self.limit / 2**20:,.0f} MB.",
-                request.url.path,
+                scope["path"],
             )
-        return await call_next(request)
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    # FastAPI re-raises an HTTPException met while reading a body; problems.http_error words it.
+                    raise StarletteHTTPException(413)
+            return message
+
+        await self.app(scope, counted, send)
 
 
 def create_api(services: Services, classifier: Classifier | None = None) -> FastAPI:

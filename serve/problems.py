@@ -67,8 +67,12 @@ async def validation_error(request: Request, error: RequestValidationError) -> J
 
 async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
     codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 413: "too_large"}
-    title = {404: "Not found", 405: "Method not allowed"}.get(error.status_code, "Request failed")
+    title = {404: "Not found", 405: "Method not allowed", 413: "Upload too large"}.get(
+        error.status_code, "Request failed"
+    )
     detail = str(error.detail) if error.status_code != 404 else f"There is nothing at {request.url.path}."
+    if error.status_code == 413:  # the body limit, counted while reading a body sent without Content-Length
+        detail = "This request is larger than the server accepts. Send less at once: split the zip into several."
     return problem_response(
         error.status_code, codes.get(error.status_code, "http_error"), title, detail, request.url.path
     )

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from fastapi.testclient import TestClient
 
 from cluster.services import Services
 from serve.api import create_api
 from tests.component.conftest import PASSWORD, Account, create_account, stored_state
-from tests.factories import make_image
+from tests.factories import make_image, make_noise
 
 PICTURE = make_image((10, 120, 200), (16, 16), mark=7)
 
@@ -138,3 +140,50 @@ def test_request_size_limit_is_configurable(
     assert response.status_code == 413
     assert response.json()["code"] == "too_large"
     assert stored_state(services) == before
+
+
+def chunked(body: bytes, size: int = 1024) -> Iterator[bytes]:
+    """A body sent in chunks without Content-Length (Transfer-Encoding: chunked): the declared size cannot help."""
+    for start in range(0, len(body), size):
+        yield body[start : start + size]
+
+
+@pytest.mark.parametrize("settings_overrides", [{"max_upload_bytes": 8192}])
+def test_a_body_without_a_declared_length_is_cut_at_the_limit(
+    client: TestClient, services: Services, alice: Account, model_id: str
+) -> None:
+    picture = make_noise((64, 64))  # about 12 KB, under the per-picture limit but over the request limit
+    request = client.build_request(
+        "POST", f"/v1/models/{model_id}/images", data={"label": "sky"}, files={"files": ("n.png", picture)}
+    )
+    body = request.read()
+    before = stored_state(services)
+
+    response = client.post(
+        f"/v1/models/{model_id}/images",
+        content=chunked(body),
+        headers={**alice.headers, "Content-Type": request.headers["Content-Type"]},
+    )
+
+    assert "content-length" not in {name.lower() for name in response.request.headers}
+    assert response.status_code == 413, response.text
+    assert (response.json()["code"], response.json()["title"]) == ("too_large", "Upload too large")
+    assert stored_state(services) == before
+
+
+@pytest.mark.parametrize("settings_overrides", [{"max_upload_bytes": 8192}])
+def test_a_zip_streamed_without_a_declared_length_is_cut_at_the_limit(
+    client: TestClient, services: Services, alice: Account, model_id: str
+) -> None:
+    before = stored_state(services)
+
+    response = client.post(
+        f"/v1/models/{model_id}/imports",
+        content=chunked(b"PK\x03\x04" + bytes(20_000)),
+        headers={**alice.headers, "Content-Type": "application/zip"},
+    )
+
+    assert response.status_code == 413, response.text
+    assert response.json()["code"] == "too_large"
+    assert stored_state(services) == before
+    assert not [path for path in services.blobs.root.rglob("*") if path.is_file() and "incoming" in path.parts]
