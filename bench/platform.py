@@ -23,6 +23,7 @@ class Platform:
     url: str
     http: Any  # httpx.Client
     start_seconds: float
+    settings: Any = None  # cluster.config.Settings of the platform (blob store, Ray namespace)
 
 
 def free_port() -> int:
@@ -48,7 +49,7 @@ def start_platform(work_dir: Path, timeout_s: float = 300) -> Iterator[Platform]
         in_process_platform(settings, num_cpus=min(2, os.cpu_count() or 1), deadline_s=SERVE_START_DEADLINE_S) as url,
         httpx.Client(base_url=url, timeout=timeout_s) as http,
     ):
-        yield Platform(url, http, time.perf_counter() - started)
+        yield Platform(url, http, time.perf_counter() - started, settings)
 
 
 def check(response: Any, expected: int, what: str) -> dict[str, Any]:
