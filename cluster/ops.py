@@ -589,7 +589,8 @@ def restore(
     out(f"Backup verified: {len(manifest['files'])} files, taken {manifest['created_at']} ({manifest['counts']}).")
     catalog_path = Path(settings.catalog_file)
     blobs = open_blob_store(settings.blob_root)
-    existing = catalog_path.exists() or any(True for _ in list_store(blobs))
+    wal = Path(f"{catalog_path}.wal")  # a log left without its file would be replayed into the restored one
+    existing = catalog_path.exists() or wal.exists() or any(True for _ in list_store(blobs))
     if existing and not replace:
         raise Conflict(
             f"There is data already ({catalog_path} or the blob store {settings.blob_root}). Restore with --replace "
@@ -597,7 +598,7 @@ def restore(
         )
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     if existing:
-        for path in (catalog_path, Path(f"{catalog_path}.wal")):
+        for path in (catalog_path, wal):
             if path.exists():
                 path.rename(path.with_name(f"{path.name}.before-restore-{stamp}"))
         if not isinstance(blobs, FsspecBlobStore) and blobs.root.exists():
