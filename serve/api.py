@@ -94,5 +94,5 @@ def create_api(services: Services, classifier: Classifier | None = None) -> Fast
         app.include_router(module.router, prefix="/v1")
     app.include_router(datasets.jobs_router, prefix="/v1")
     app.include_router(tasks.stats_router, prefix="/v1")
-    return app
     app.include_router(admin.router, prefix="/v1")
+    return app
