@@ -85,7 +85,7 @@ class Sizes:
     max_epochs: int
 
 
-FULL = Sizes({"mnist": 300, "flowers": None}, {1: 200, 32: 2000, 256: 4000}, BIG_RUN_REQUESTS, 25.0, 60, 5.0, 120, 3)
+FULL = Sizes({"mnist": 300, "flowers": None}, {1: 200, 32: 2000, 256: 4000}, BIG_RUN_REQUESTS, 15.0, 60, 5.0, 120, 3)
 QUICK = Sizes({"mnist": 10, "flowers": 6}, {1: 10, 32: 64, 256: 256}, 512, 5.0, 4, 1.0, 30, 1)
 
 
