@@ -15,7 +15,7 @@ import streamlit_authenticator as stauth
 from ui import api_client as api
 from ui import state
 from ui.api_client import ApiError
-from ui.auth import authenticator, cookie_secret
+from ui.auth import FAILED_SIGN_INS, MAX_FAILED_SIGN_INS, authenticator, cookie_secret, note_failed_sign_ins
 from ui.components import show_problem
 
 USERNAME_RULE = re.compile(r"^[A-Za-z0-9_.@-]{3,64}$")  # as the API's RegisterIn
@@ -55,14 +55,23 @@ def render_sign_in() -> None:
 
 
 def sign_in_form(signer: stauth.Authenticate) -> None:
-    signer.login(
-        location="main",
-        fields={"Form name": "Sign in", "Username": "Username", "Password": "Password", "Login": "Sign in"},
-        key="sign_in",
-        callback=remember_after_password,
-    )
+    try:
+        signer.login(
+            location="main",
+            fields={"Form name": "Sign in", "Username": "Username", "Password": "Password", "Login": "Sign in"},
+            key="sign_in",
+            callback=remember_after_password,
+            max_login_attempts=MAX_FAILED_SIGN_INS,
+        )
+    except stauth.LoginError:  # too many wrong passwords for this account lately (the password is not checked)
+        st.error("Too many failed sign-ins for this account.")
+        st.caption("Wait a few minutes, then try again. If you forgot your password, ask your administrator.")
+        return
+    finally:
+        note_failed_sign_ins(signer)
     status = st.session_state.get(state.AUTH_STATUS)
     if status:
+        FAILED_SIGN_INS.clear(st.session_state[state.AUTH_USERNAME])
         # Password (or signed cookie) verified: ask the API for this user's session.
         try:
             session = api.session_for(st.session_state[state.AUTH_USERNAME])

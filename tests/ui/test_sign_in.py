@@ -184,3 +184,47 @@ def test_an_ended_session_asks_to_sign_in_again(accounts: FakeApi) -> None:
 
     assert [t.label for t in app.tabs] == ["Sign in", "Create an account"]
     assert state.API_TOKEN not in app.session_state
+
+
+@pytest.fixture
+def no_failed_sign_ins():
+    from ui.auth import FAILED_SIGN_INS
+
+    FAILED_SIGN_INS.times.clear()
+    yield FAILED_SIGN_INS
+    FAILED_SIGN_INS.times.clear()
+
+
+def test_too_many_wrong_passwords_lock_the_account_even_for_the_right_one(
+    accounts: FakeApi, no_failed_sign_ins
+) -> None:
+    from ui.auth import MAX_FAILED_SIGN_INS
+
+    app = signed_out_app()
+    for _ in range(MAX_FAILED_SIGN_INS):
+        sign_in(app, "alice", "a guess")
+        assert "The username or password is wrong." in [e.value for e in app.error]
+
+    sign_in(app, "alice", PASSWORD)
+
+    assert "Too many failed sign-ins for this account." in [e.value for e in app.error]
+    assert accounts.called("session_for") == [] and state.API_TOKEN not in app.session_state
+    # another browser session is refused too: the count belongs to the account, not to the session
+    other = signed_out_app()
+    sign_in(other, "alice", PASSWORD)
+    assert "Too many failed sign-ins for this account." in [e.value for e in other.error]
+
+
+def test_failed_sign_ins_count_only_within_the_window_and_a_success_clears_them() -> None:
+    from ui.auth import FailedSignIns
+
+    now = [1000.0]
+    failures = FailedSignIns(window_s=300, clock=lambda: now[0])
+    failures.record("alice")
+    now[0] += 200
+    failures.record("alice")
+    assert failures.count("alice") == 2 and failures.count("bob") == 0
+    now[0] += 150  # the first failure is now older than the window
+    assert failures.count("alice") == 1
+    failures.clear("alice")
+    assert failures.count("alice") == 0
