@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cluster.catalog.cluster_work import active_work, usernames  # noqa: F401 - catalog functions of this view
+from cluster.catalog.cluster_work import active_work, storage_per_user, usernames  # noqa: F401 - catalog functions
 from cluster.resources import RUNNER_PREFIX, SERVE_RESOURCE, TRAIN_RESOURCE, runner_owner
 
 SHOWN = ("CPU", "GPU", TRAIN_RESOURCE, SERVE_RESOURCE, "memory")

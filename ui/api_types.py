@@ -508,6 +508,14 @@ class ClusterRunner(ApiModel):
     cpus: float = 0.0
 
 
+class UserStorage(ApiModel):
+    username: str
+    models: int = 0
+    pictures: int = 0
+    used_bytes: int = 0
+    quota_bytes: int = 0
+
+
 class ClusterView(ApiModel):
     """GET /v1/admin/cluster: what the cluster is doing (administrators only)."""
 
@@ -519,3 +527,4 @@ class ClusterView(ApiModel):
     jobs: list[dict[str, Any]] = []
     runs: list[dict[str, Any]] = []
     serve: list[dict[str, Any]] = []
+    storage: list[UserStorage] = []

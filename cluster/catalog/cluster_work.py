@@ -56,3 +56,23 @@ def active_work(conn: Connection) -> dict[str, list[dict[str, Any]]]:
 def usernames(conn: Connection) -> dict[str, str]:
     """User id → username (to name the owners of runners)."""
     return dict(conn.execute("SELECT id, username FROM users").fetchall())
+
+
+def storage_per_user(conn: Connection, default_quota_bytes: int) -> list[dict[str, Any]]:
+    """Every account with its models, accepted pictures and the bytes they keep (a picture in two models counts
+    once, as for the quota), largest first."""
+    rows = conn.execute(
+        "SELECT u.username, u.quota_bytes, "
+        " (SELECT count(*) FROM models m WHERE m.owner_id = u.id), "
+        " (SELECT count(*) FROM images i JOIN models m ON m.id = i.model_id "
+        "   WHERE m.owner_id = u.id AND i.status = 'accepted'), "
+        " (SELECT coalesce(sum(size_bytes), 0) FROM (SELECT DISTINCT i.sha256, i.size_bytes FROM images i "
+        "   JOIN models m ON m.id = i.model_id WHERE m.owner_id = u.id AND i.status = 'accepted')) "
+        "FROM users u"
+    ).fetchall()
+    users = [
+        {"username": r[0], "quota_bytes": int(r[1] if r[1] is not None else default_quota_bytes), "models": int(r[2]),
+         "pictures": int(r[3]), "used_bytes": int(r[4])}
+        for r in rows
+    ]  # fmt: skip
+    return sorted(users, key=lambda u: (-u["used_bytes"], u["username"]))

@@ -38,6 +38,14 @@ class Runner(BaseModel):
     cpus: float
 
 
+class UserStorage(BaseModel):
+    username: str
+    models: int
+    pictures: int = Field(description="Accepted pictures in all their models")
+    used_bytes: int = Field(description="Bytes of distinct pictures kept (what the quota counts)")
+    quota_bytes: int
+
+
 class ClusterView(BaseModel):
     ray: str = Field(description="'connected', or why the live part is missing")
     dashboard_url: str
@@ -47,6 +55,7 @@ class ClusterView(BaseModel):
     jobs: list[dict[str, Any]] = []
     runs: list[dict[str, Any]] = []
     serve: list[dict[str, Any]] = []
+    storage: list[UserStorage] = []
 
 
 def _live(names: dict[str, str]) -> dict[str, Any]:
@@ -65,8 +74,9 @@ def _live(names: dict[str, str]) -> dict[str, Any]:
 @router.get("/cluster")
 async def cluster_view(admin: AdminUser, services: ServicesDep) -> ClusterView:
     """Nodes (head, workers, users' runners) with their resources in use and free, runners per user, queued and
-    running jobs and training runs, Serve replicas, and the Ray dashboard's address."""
+    running jobs and training runs, Serve replicas, storage per user, and the Ray dashboard's address."""
     names = await services.catalog.call(inventory.usernames)
+    storage = await services.catalog.call(inventory.storage_per_user, services.settings.quota_bytes)
     work = await services.catalog.call(inventory.active_work)
     live = await run_in_threadpool(_live, names)
-    return ClusterView(dashboard_url=endpoints(services.settings).dashboard, **work, **live)
+    return ClusterView(dashboard_url=endpoints(services.settings).dashboard, storage=storage, **work, **live)

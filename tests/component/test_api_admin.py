@@ -54,3 +54,25 @@ def test_admins_see_every_users_queued_work_and_the_dashboard(
     assert view["runs"] == []
     assert view["dashboard_url"] == f"http://127.0.0.1:{services.settings.dashboard_port}"
     assert view["ray"].startswith("not connected") and view["nodes"] == []  # no Ray in this process
+
+
+def test_admins_see_storage_per_person(client: TestClient, services: Services, alice: Account, model_id: str) -> None:
+    from tests.factories import make_noise
+
+    pictures = [make_noise(seed=seed) for seed in range(3)]
+    files = [("files", (f"{i}.png", data)) for i, data in enumerate(pictures)]
+    added = client.post(f"/v1/models/{model_id}/images", data={"label": "a"}, files=files, headers=alice.headers)
+    assert added.status_code == 201, added.text
+
+    view = client.get("/v1/admin/cluster", headers=admin_headers(services)).json()
+
+    storage = {row["username"]: row for row in view["storage"]}
+    assert storage["alice"] == {
+        "username": "alice",
+        "models": 1,
+        "pictures": 3,
+        "used_bytes": sum(len(data) for data in pictures),
+        "quota_bytes": services.settings.quota_bytes,
+    }
+    assert storage["root"]["models"] == 0 and storage["root"]["used_bytes"] == 0
+    assert view["storage"][0]["username"] == "alice"  # the largest first

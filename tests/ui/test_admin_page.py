@@ -11,6 +11,10 @@ VIEW = ClusterView.model_validate(
     {
         "ray": "connected",
         "dashboard_url": "http://10.0.0.1:8265",
+        "storage": [
+            {"username": "alice", "models": 2, "pictures": 900, "used_bytes": 2_500_000_000, "quota_bytes": 5 * 10**9},
+            {"username": "bob", "models": 1, "pictures": 3, "used_bytes": 12_000, "quota_bytes": 5 * 10**9},
+        ],
         "nodes": [
             {"id": "h" * 40, "address": "10.0.0.1", "alive": True, "kind": "head", "total": {}, "available": {}},
             {"id": "w" * 40, "address": "10.0.0.2", "alive": True, "kind": "worker",
@@ -56,6 +60,11 @@ def test_admins_see_the_cluster_in_plain_words(api: FakeApi, monkeypatch: pytest
         ("Import", "carol", "queued"),
     ]
     assert list(app.dataframe[2].value["Replicas"]) == ["2 running"]
+    storage = app.dataframe[3].value
+    assert list(zip(storage["Who"], storage["Stored"], storage["Of their quota"], strict=True)) == [
+        ("alice", "2,500.0 MB", "50%"),
+        ("bob", "12 kB", "0%"),
+    ]
     assert [name for name, _, _ in api.calls] == ["admin_cluster"]
 
 

@@ -32,6 +32,10 @@ def dashboard_link(url: str) -> None:
     )
 
 
+def megabytes(size: int) -> str:
+    return f"{size / 1e6:,.1f} MB" if size >= 100_000 else f"{size / 1e3:,.0f} kB"
+
+
 def amount(value: float) -> str:
     return f"{value:g}"
 
@@ -128,3 +132,22 @@ if view.serve:
         hide_index=True,
         width="stretch",
     )
+
+st.subheader("Storage per person")
+if view.storage:
+    st.dataframe(
+        [
+            {
+                "Who": u.username,
+                "Models": u.models,
+                "Pictures": u.pictures,
+                "Stored": megabytes(u.used_bytes),
+                "Of their quota": f"{u.used_bytes / u.quota_bytes:.0%}" if u.quota_bytes else "-",
+            }
+            for u in view.storage
+        ],  # fmt: skip
+        hide_index=True,
+        width="stretch",
+    )
+else:
+    st.caption("No accounts yet.")
