@@ -62,6 +62,13 @@ class Settings(BaseSettings):
 
     ingress_replicas: int = 1
     ingress_cpus: float = 0.25
+    api_cache_s: float = Field(
+        5.0,
+        ge=0,
+        le=60,
+        description="Longest an API replica answers 'which user is this token, which version answers' from memory "
+        "without having seen a catalog change (serve/cache.py); 0 asks the catalog on every request",
+    )
     # Serving next to training on 2 cores: the serving replicas together hold at most 0.75 CPU, so a training
     # trial (which asks for the CPUs left, at least one) and 1-CPU tasks still fit. Scheduling tokens only: a
     # replica's TensorFlow uses `serve_threads` threads whenever the machine has them free.

@@ -9,6 +9,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cluster.services import Services
+from serve.cache import ServingCache
 from serve.classifier import Classifier
 from serve.limits import Limits
 from serve.problems import install_problem_handlers, problem_response
@@ -70,6 +71,7 @@ class BodySizeLimit:
 def create_api(services: Services, classifier: Classifier | None = None) -> FastAPI:
     """The whole /v1 API over the given services; without a classifier, classify routes answer 503."""
     task_buffer = TaskBuffer(services.catalog)
+    cache = ServingCache(services.catalog, ttl_s=services.settings.api_cache_s)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -86,6 +88,7 @@ def create_api(services: Services, classifier: Classifier | None = None) -> Fast
     )
     app.state.services = services
     app.state.task_buffer = task_buffer
+    app.state.cache = cache
     app.state.classifier = classifier
     app.state.limits = Limits.from_settings(services.settings)
     install_problem_handlers(app)

@@ -8,11 +8,11 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from cluster.catalog import users as catalog_users
 from cluster.catalog.users import TokenRecord, UserRecord
 from cluster.security import hash_token
 from cluster.services import Services
 from pipelines.errors import Forbidden, Unauthorized, Unavailable
+from serve.cache import ServingCache
 from serve.classifier import Classifier
 
 bearer = HTTPBearer(auto_error=False, description="A session token from /v1/auth/login or an API token.")
@@ -45,15 +45,22 @@ class Principal:
         return self.user.id
 
 
+def get_cache(request: Request) -> ServingCache:
+    return request.app.state.cache
+
+
+CacheDep = Annotated[ServingCache, Depends(get_cache)]
+
+
 async def authenticate(
-    services: ServicesDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+    cache: CacheDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> Principal:
     if credentials is None or not credentials.credentials:
         raise Unauthorized("Send your token as 'Authorization: Bearer <token>'. Get one from POST /v1/auth/login.")
     secret = credentials.credentials.strip()
     if len(secret) > 200 or not secret.isascii():
         raise Unauthorized("This token is not valid. Sign in again or create a new API token.")
-    user, token = await services.catalog.call(catalog_users.authenticate_token, hash_token(secret))
+    user, token = await cache.user_of_token(hash_token(secret))
     return Principal(user, token)
 
 

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import ray
 from ray.exceptions import RayActorError, RayTaskError
 
-from cluster.catalog.client import LocalCatalog
+from cluster.catalog.client import Generation, LocalCatalog
 from cluster.catalog.jobs import mark_interrupted
 from cluster.catalog.runs import mark_interrupted_runs
 from cluster.resources import on_the_head
@@ -30,8 +30,12 @@ class CatalogActor:
         self.catalog = LocalCatalog(path)
         self.interrupted = self.catalog.call_sync(mark_interrupted) + self.catalog.call_sync(mark_interrupted_runs)
 
-    def run(self, fn: Callable[..., T], args: tuple, kwargs: dict[str, Any]) -> T:
-        return self.catalog.call_sync(fn, *args, **kwargs)
+    def run(self, fn: Callable[..., T], args: tuple, kwargs: dict[str, Any]) -> tuple[T, Generation]:
+        """The call's result, with the catalog's generation right after it (cluster.catalog.client.Generation)."""
+        return self.catalog.call_sync_with_generation(fn, *args, **kwargs)
+
+    def generation(self) -> Generation:
+        return self.catalog.generation
 
     def interrupted_at_start(self) -> list[str]:
         return self.interrupted
@@ -52,10 +56,18 @@ class RayCatalog:
 
     def __init__(self, handle: ray.actor.ActorHandle):
         self.handle = handle
+        self._generation: Generation = ("", -1)  # the newest seen in an answer; none yet
+
+    @property
+    def generation(self) -> Generation:
+        return self._generation
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return (await self.call_with_generation(fn, *args, **kwargs))[0]
+
+    async def call_with_generation(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> tuple[T, Generation]:
         try:
-            return await self.handle.run.remote(fn, args, kwargs)
+            return self._seen(await self.handle.run.remote(fn, args, kwargs))
         except RayTaskError as error:
             raise _unwrap(error) from None
         except RayActorError:
@@ -63,11 +75,17 @@ class RayCatalog:
 
     def call_sync(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         try:
-            return ray.get(self.handle.run.remote(fn, args, kwargs))
+            return self._seen(ray.get(self.handle.run.remote(fn, args, kwargs)))[0]
         except RayTaskError as error:
             raise _unwrap(error) from None
         except RayActorError:
             raise Unavailable("The catalog is restarting. Try again in a few seconds.") from None
+
+    def _seen(self, answer: tuple[T, Generation]) -> tuple[T, Generation]:
+        _, generation = answer
+        if generation[0] != self._generation[0] or generation[1] > self._generation[1]:
+            self._generation = generation  # answers can arrive out of order: keep the newest of an instance
+        return answer
 
 
 def _unwrap(error: RayTaskError) -> BaseException:

@@ -59,6 +59,14 @@ def in_transaction(conn: Connection, fn: Callable[..., T], *args: Any, **kwargs:
     return result
 
 
+def changes_serving(fn: Callable[..., T]) -> Callable[..., T]:
+    """Mark a catalog function that changes what the API may answer from its short-lived cache (serve/cache.py):
+    which user a token opens (revoking, new passwords, quotas) or which version answers for a model (publishing,
+    activating, model options, deleting). Every catalog counts the calls of such functions as its generation."""
+    fn.changes_serving = True  # type: ignore[attr-defined]
+    return fn
+
+
 def utcnow() -> datetime:
     """Now, in UTC, without tzinfo (the catalog stores naive UTC timestamps)."""
     return datetime.now(UTC).replace(tzinfo=None)

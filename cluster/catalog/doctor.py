@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from cluster.catalog.db import Connection, utcnow
+from cluster.catalog.db import Connection, changes_serving, utcnow
 from cluster.catalog.migrations import MIGRATIONS
 
 BROKEN = "broken"
@@ -127,6 +127,7 @@ def mark_lost_pictures(conn: Connection, packs: dict[str, int], reason: str) -> 
     return int(marked)
 
 
+@changes_serving
 def mark_broken_versions(conn: Connection, versions: list[tuple[str, int]], reason: str) -> int:
     """Versions whose stored model is gone: status 'broken' and the reason in their metrics (`problem`);
     classifying with one answers 409 with that reason. Returns how many were marked now."""

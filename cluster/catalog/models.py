@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from cluster.blobs import BlobRef
-from cluster.catalog.db import Connection, new_id, utcnow
+from cluster.catalog.db import Connection, changes_serving, new_id, utcnow
 from pipelines.errors import Conflict, InvalidInput, NotFound
 from pipelines.zips import validate_class_name
 
@@ -121,6 +121,7 @@ def list_models(conn: Connection, owner_id: str, *, limit: int = 100, offset: in
     return [_model(row) for row in rows], total
 
 
+@changes_serving
 def update_model(conn: Connection, owner_id: str, model_id: str, changes: dict[str, Any]) -> ModelRecord:
     """Change a model's name, description, target accuracy, time budget or options."""
     current = get_owned_model(conn, owner_id, model_id)
@@ -155,6 +156,7 @@ def update_model(conn: Connection, owner_id: str, model_id: str, changes: dict[s
     return get_owned_model(conn, owner_id, model_id)
 
 
+@changes_serving
 def set_model_fields(conn: Connection, owner_id: str, model_id: str, **fields: Any) -> ModelRecord:
     """Platform-side changes: preprocessing policy, sample image, active version."""
     get_owned_model(conn, owner_id, model_id)
@@ -167,6 +169,7 @@ def set_model_fields(conn: Connection, owner_id: str, model_id: str, **fields: A
     return get_owned_model(conn, owner_id, model_id)
 
 
+@changes_serving
 def delete_model(conn: Connection, owner_id: str, model_id: str) -> list[str]:
     """Delete a model and everything it holds; returns the sha256 of pictures no longer stored for anyone."""
     get_owned_model(conn, owner_id, model_id)

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from cluster.blobs import BlobRef
-from cluster.catalog.db import Connection, new_id, utcnow
+from cluster.catalog.db import Connection, changes_serving, new_id, utcnow
 from cluster.catalog.models import get_owned_model
 from pipelines.errors import Conflict, InvalidInput, NotFound
 
@@ -331,6 +331,7 @@ def _version(row: tuple) -> VersionRecord:
     return VersionRecord(*values)
 
 
+@changes_serving
 def publish_version(
     conn: Connection,
     owner_id: str,
@@ -394,6 +395,7 @@ def list_versions(conn: Connection, owner_id: str, model_id: str) -> list[Versio
     return [_version(row) for row in rows]
 
 
+@changes_serving
 def activate_version(conn: Connection, owner_id: str, model_id: str, version: int) -> VersionRecord:
     """Make an earlier (or later) version the one that answers classifications: a rollback is one call."""
     record = get_version(conn, owner_id, model_id, version)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from cluster.catalog.db import Connection, new_id, utcnow
+from cluster.catalog.db import Connection, changes_serving, new_id, utcnow
 from pipelines.errors import Conflict, NotFound, Unauthorized
 
 # Writing last_used_at on every request would turn reads into writes; once a minute is plenty.
@@ -70,6 +70,7 @@ def get_password_hash(conn: Connection, username: str) -> tuple[str, str] | None
     return (row[0], row[1]) if row else None
 
 
+@changes_serving
 def set_password_hash(conn: Connection, user_id: str, password_hash: str) -> None:
     """Replace a user's password hash and revoke their sessions."""
     get_user(conn, user_id)
@@ -80,6 +81,7 @@ def set_password_hash(conn: Connection, user_id: str, password_hash: str) -> Non
     )
 
 
+@changes_serving
 def set_quota(conn: Connection, user_id: str, quota_bytes: int | None) -> UserRecord:
     """Give a user their own storage quota (None: the platform default)."""
     get_user(conn, user_id)
@@ -133,6 +135,7 @@ def list_tokens(conn: Connection, user_id: str, *, kind: str = "api") -> list[To
     return [TokenRecord(*row) for row in rows]
 
 
+@changes_serving
 def revoke_token(conn: Connection, user_id: str, token_id: str) -> TokenRecord:
     """Revoke one of the user's own tokens (someone else's reads as missing)."""
     token = _get_token(conn, token_id)
@@ -164,6 +167,7 @@ SERVICE_USERNAME = "classifly:service"
 SERVICE_PASSWORD_HASH = "!service-account-no-password"
 
 
+@changes_serving
 def ensure_service_token(conn: Connection, token_hash: str, hint: str) -> TokenRecord:
     """Store a new service token (creating the service user on first use) and revoke the earlier ones."""
     row = conn.execute("SELECT id, password_hash FROM users WHERE username = ?", [SERVICE_USERNAME]).fetchone()

@@ -12,7 +12,6 @@ from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from cluster.blobs import sha256_hex
-from cluster.catalog import tasks as catalog_tasks
 from cluster.catalog.db import new_id, utcnow
 from cluster.catalog.runs import VersionRecord
 from cluster.catalog.tasks import NewTask
@@ -23,7 +22,7 @@ from pipelines.images import PreprocessingPolicy, load_for_model
 from pipelines.ood import DEFAULT_NONE_BELOW
 from pipelines.predictions import Answer, answers
 from serve.classifier import Scores
-from serve.deps import ClassifierDep, CurrentUser, ServicesDep
+from serve.deps import CacheDep, ClassifierDep, CurrentUser, ServicesDep
 from serve.problems import error_problem
 from serve.routes.uploads import check_content_length, read_upload
 from serve.schemas import ClassifyOut, ClassScore, FileClassification, ModelAnswer, ModelsClassifyOut
@@ -57,6 +56,7 @@ async def classify(
     principal: CurrentUser,
     services: ServicesDep,
     classifier: ClassifierDep,
+    cache: CacheDep,
     task_buffer: TaskBufferDep,
     files: Annotated[list[UploadFile], File(description="One or more pictures (form field 'files', repeated)")],
     top_k: TopK = 3,
@@ -68,7 +68,7 @@ async def classify(
     check_content_length(request, services.settings.max_upload_bytes)
     if len(files) > MAX_FILES_PER_CLASSIFY:
         raise InvalidInput(f"Send at most {MAX_FILES_PER_CLASSIFY} files in one request.", field="files")
-    served = await services.catalog.call(catalog_tasks.version_to_serve, principal.id, model_id, version)
+    served = await cache.version_to_serve(principal.id, model_id, version)
     if not served.preprocessing:
         raise NotReady(f"Version {served.version} has no preprocessing policy recorded, so it cannot classify.")
     policy = PreprocessingPolicy.from_dict(served.preprocessing)
@@ -109,6 +109,7 @@ async def classify_with_models(
     principal: CurrentUser,
     services: ServicesDep,
     classifier: ClassifierDep,
+    cache: CacheDep,
     task_buffer: TaskBufferDep,
     file: Annotated[UploadFile, File(description="One picture")],
     model_ids: Annotated[list[str], Form(description="The models to ask (form field 'model_ids', repeated)")],
@@ -122,7 +123,7 @@ async def classify_with_models(
     if not 1 <= len(wanted) <= MAX_MODELS_PER_CLASSIFY:
         raise InvalidInput(f"Name 1 to {MAX_MODELS_PER_CLASSIFY} models in 'model_ids'.", field="model_ids")
     served = await asyncio.gather(
-        *(services.catalog.call(catalog_tasks.version_to_serve, principal.id, m) for m in wanted),
+        *(cache.version_to_serve(principal.id, m) for m in wanted),
         return_exceptions=True,
     )
     name = file.filename or "upload"

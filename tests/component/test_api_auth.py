@@ -178,6 +178,7 @@ def test_token_lifetime_is_capped(client: TestClient, alice: Account, services: 
 
 def test_revoked_token_is_refused(client: TestClient, alice: Account) -> None:
     token = client.post("/v1/tokens", json={"name": "ci"}, headers=alice.headers).json()
+    assert client.get("/v1/me", headers=bearer(token["secret"])).status_code == 200  # remembered by the API now
 
     revoked = client.delete(f"/v1/tokens/{token['id']}", headers=alice.headers)
 

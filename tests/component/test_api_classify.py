@@ -362,3 +362,16 @@ def test_a_picture_unlike_every_class_is_none_of_the_above_and_the_threshold_is_
 
     reset = api.patch(f"/v1/models/{ready_model}", json={"none_of_the_above_below": None}, headers=alice.headers)
     assert reset.json()["none_of_the_above_below"] == 0.01
+
+
+def test_a_version_published_elsewhere_answers_the_next_request(api, services, alice, ready_model) -> None:
+    picture = upload(("red.png", make_image(RED)))
+    assert api.post(f"/v1/models/{ready_model}/classify", files=picture, headers=alice.headers).json()["version"] == 1
+
+    publish(services, alice, ready_model)  # as a model update does, from outside this API (the API cached v1)
+
+    answer = api.post(f"/v1/models/{ready_model}/classify", files=picture, headers=alice.headers).json()
+    assert answer["version"] == 2
+    rolled_back = api.post(f"/v1/models/{ready_model}/versions/1/activate", headers=alice.headers)
+    assert rolled_back.status_code == 200, rolled_back.text
+    assert api.post(f"/v1/models/{ready_model}/classify", files=picture, headers=alice.headers).json()["version"] == 1
