@@ -12,7 +12,7 @@ import time
 import traceback
 from pathlib import Path
 
-from bench import expansion_bench, import_bench, serving_bench, soak_bench, training_bench
+from bench import cluster_bench, expansion_bench, import_bench, serving_bench, soak_bench, training_bench
 from bench.common import RESULTS_DIR, Context, cache_dir, data_dir, log
 from bench.datasets import ALL_DATASETS
 
@@ -23,6 +23,7 @@ BENCHMARKS = {
     "expansion": expansion_bench.run,
     "soak": soak_bench.run,
     "serving": serving_bench.run,
+    "cluster": cluster_bench.run,
 }
 
 

@@ -7,6 +7,7 @@ platform and its baseline run in the same process run, and each benchmark writes
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import importlib
 import json
@@ -18,7 +19,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -324,6 +325,57 @@ def file_create_us(folder: Path, count: int = 2000) -> float:
         return (time.perf_counter() - started) / count * 1e6
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def repeating(step: Callable[[], object], interval_s: float, name: str = "bench-sampler") -> Iterator[None]:
+    """Call `step()` now and then every `interval_s` from a background thread while the block runs."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while True:
+            step()
+            if stop.wait(interval_s):
+                return
+
+    thread = threading.Thread(target=loop, name=name, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(30)
+
+
+def pyplot() -> Any | None:
+    """matplotlib.pyplot on the Agg backend (files only), or None when matplotlib is not installed."""
+    try:
+        import matplotlib
+    except ImportError:
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(figure: Any, path: Path) -> None:
+    """Write a plot as PNG (the folder made if needed) and free it."""
+    import matplotlib.pyplot as plt
+
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def run_smoke(name: str, work: Path, timeout_s: float, *extra: str) -> subprocess.CompletedProcess[str]:
+    """`python -m bench --only <name> --smoke` in a child process, results in ``<work>/results`` (RESULTS.md in
+    `work`) and generated inputs in ``<work>/cache``: what the smoke tests run."""
+    command = [sys.executable, "-m", "bench", "--only", name, "--smoke", *extra]
+    command += ["--results", str(work / "results"), "--cache", str(work / "cache")]
+    env = {**os.environ, "RAY_AUTH_MODE": "token"}
+    return subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout_s)
 
 
 # --- memory ---------------------------------------------------------------------------------------------------
