@@ -173,3 +173,26 @@ def load_trained(blobs: BlobStore, prefix: str, backbone_cache_dir: str | os.Pat
     with blobs.local_path(f"{prefix}/{manifest.files['model']}") as path:
         model = keras.models.load_model(path)
     return LoadedModel(manifest, None, model, None)
+
+
+def trained_weights(blobs: BlobStore, prefix: str) -> tuple[Head | None, list[np.ndarray] | None]:
+    """(head, None) or (None, the Keras model's weights) of a stored model, without loading any backbone: what
+    a training continued from this artifact (a trial checkpoint) starts from."""
+    import keras
+
+    manifest = ArtifactManifest(**json.loads(blobs.get(f"{prefix}/{MANIFEST}")))
+    if "head" in manifest.files:
+        return Head.from_bytes(blobs.get(f"{prefix}/{manifest.files['head']}")), None
+    with blobs.local_path(f"{prefix}/{manifest.files['model']}") as path:
+        return None, keras.models.load_model(path).get_weights()
+
+
+def copy_artifact(source: BlobStore, source_prefix: str, target: BlobStore, prefix: str) -> str:
+    """Copy the model `save_trained` stored at `source_prefix` to `prefix` of `target`, file by file, the manifest
+    last (a reader never sees a manifest whose files are missing); returns `prefix`."""
+    manifest = source.get(f"{source_prefix}/{MANIFEST}")
+    for name in ArtifactManifest(**json.loads(manifest)).files.values():
+        with source.local_path(f"{source_prefix}/{name}") as path:
+            target.put_file(f"{prefix}/{name}", path)
+    target.put(f"{prefix}/{MANIFEST}", manifest)
+    return prefix

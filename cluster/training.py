@@ -1,24 +1,30 @@
 """A training run on Ray: snapshot → preprocessing policy → pictures prepared by Ray tasks → Ray Tune search over
 candidate specs (ASHA on epochs; stop at the target, the time budget or a cancel) → winner → test evaluation →
 a published model version. Every trial is recorded in the catalog as it goes: the candidate leaderboard.
+
+Trials checkpoint their best epoch (`TrialCheckpoints`): a trial retried after its node was lost continues from
+there, and when the time budget stops every trial before one finishes, the best checkpoint becomes the winner.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import shutil
 import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import ray
 
-from cluster.artifacts import MANIFEST, add_ood, load_trained, save_trained
-from cluster.blobs import BlobRef, open_blob_store
+from cluster.artifacts import MANIFEST, add_ood, copy_artifact, load_trained, save_trained, trained_weights
+from cluster.blobs import BlobRef, LocalBlobStore, open_blob_store
 from cluster.catalog import runs as catalog_runs
 from cluster.catalog.actor import RayCatalog, get_catalog_actor
 from cluster.catalog.client import Catalog
@@ -47,6 +53,9 @@ MAX_LISTED = 500  # misclassified pictures and possible label mistakes kept per 
 LABEL_CHECK_EPOCHS = 15  # epochs of each out-of-fold head
 EVALUATION_RESERVE_S = 45.0  # of the time budget, kept for checking and publishing the winner (at most 10 %)
 TRIAL_RETRIES = 1  # a trial whose node was lost (or that crashed) starts again once, on the nodes left
+CHECKPOINT_EVERY_S = 5.0  # a trial checkpoints a best epoch at most this often (its first best epoch always)
+CHECKPOINT_STATE = "trial.json"  # in a trial checkpoint: {"epoch", "val_accuracy"} of the model stored next to it
+CHECKPOINT_MODEL = "model"  # in a trial checkpoint: the folder holding that epoch's model, as save_trained stores it
 
 
 class RunCancelled(Exception):
@@ -148,11 +157,14 @@ def _trainable(config: dict[str, Any], data=None, settings_json: str = "", run_i
     catalog = RayCatalog(get_catalog_actor(settings.ray_namespace))
     target = config.get("target_accuracy")
     deadline = config["deadline"]
+    policy = PreprocessingPolicy.from_dict(config["policy"])
+    checkpoints = TrialCheckpoints(policy)
+    start = checkpoints.restore()  # a retried trial (its node was lost) continues from its best epoch
 
     last_epoch_end: list[float] = []  # the first epoch's time includes loading and feature extraction
 
     def on_epoch(epoch: int, metrics: dict[str, float]) -> bool:
-        tune.report({**{k: float(v) for k, v in metrics.items()}, "epoch": epoch, "node_id": node_id})
+        checkpoints.report({**{k: float(v) for k, v in metrics.items()}, "epoch": epoch, "node_id": node_id})
         now = time.time()
         epoch_seconds = now - last_epoch_end[-1] if last_epoch_end else 0.0
         last_epoch_end[:] = [now]
@@ -162,7 +174,6 @@ def _trainable(config: dict[str, Any], data=None, settings_json: str = "", run_i
             return True
         return catalog.call_sync(catalog_runs.run_stop_reason, run_id) is not None
 
-    policy = PreprocessingPolicy.from_dict(config["policy"])
     blobs = open_blob_store(settings.blob_root)
     features = None
     if spec.kind == "frozen_head":
@@ -181,6 +192,8 @@ def _trainable(config: dict[str, Any], data=None, settings_json: str = "", run_i
         on_epoch=on_epoch,
         backbone_cache_dir=settings.data_dir / "backbones",
         features=features,
+        on_best=checkpoints.stage,
+        start=start,
     )
     prefix = f"artifacts/{run_id}/{tune.get_context().get_trial_id()}"
     save_trained(blobs, prefix, trained, policy)
@@ -194,6 +207,82 @@ def _trainable(config: dict[str, Any], data=None, settings_json: str = "", run_i
             "node_id": node_id,
         }
     )
+
+
+class TrialCheckpoints:
+    """A trial's Tune checkpoints: at an epoch whose validation accuracy is the best so far (the first one
+    always, then at most every `every_s` seconds, so that small fast epochs do not spend their time saving),
+    that epoch's model as `save_trained` stores it (under `model/`) and `trial.json` with the epoch and its
+    validation accuracy, attached to that epoch's report. Tune keeps the latest one (so the best) on its storage.
+    A best epoch skipped for time is not kept: a retried trial may redo up to `every_s` seconds of epochs.
+    """
+
+    def __init__(self, policy: PreprocessingPolicy, every_s: float = CHECKPOINT_EVERY_S):
+        self.policy, self.every_s = policy, every_s
+        self.last_saved = -math.inf
+        self.staged: str | None = None
+        self.save_seconds: list[float] = []
+
+    def restore(self):
+        """`StartFrom` this trial's latest checkpoint (a retried trial), or None (a fresh one)."""
+        from ray import tune
+
+        from pipelines.training import StartFrom
+
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is None:
+            return None
+        with checkpoint.as_directory() as folder:
+            state = json.loads((Path(folder) / CHECKPOINT_STATE).read_text())
+            head, weights = trained_weights(LocalBlobStore(folder), CHECKPOINT_MODEL)
+        logger.info("trial continues from its checkpoint at epoch %s", state["epoch"])
+        return StartFrom(int(state["epoch"]), float(state["val_accuracy"]), head=head, weights=weights)
+
+    def stage(self, candidate) -> None:
+        """`on_best`: write `candidate` (at its best epoch so far) to a folder the next `report` attaches."""
+        began = time.monotonic()
+        # At most every `every_s` seconds, and never more than ~5 % of the time on saving (a fine-tuned
+        # backbone takes ~0.4 s to save, a small CNN ~0.05 s, a numpy head ~2 ms).
+        if began - self.last_saved < max(self.every_s, 20 * (self.save_seconds[-1] if self.save_seconds else 0.0)):
+            return
+        self._discard()
+        folder = tempfile.mkdtemp(prefix="classifly-checkpoint-")
+        save_trained(LocalBlobStore(folder), CHECKPOINT_MODEL, candidate, self.policy)
+        state = {"epoch": candidate.epochs_run, "val_accuracy": float(candidate.val_accuracy)}
+        (Path(folder) / CHECKPOINT_STATE).write_text(json.dumps(state))
+        self.staged, self.last_saved = folder, time.monotonic()
+        self.save_seconds.append(self.last_saved - began)
+
+    def report(self, metrics: dict[str, Any]) -> None:
+        """`tune.report(metrics)`, with the staged checkpoint when there is one (Tune copies it to its storage)."""
+        from ray import tune
+
+        if self.staged is None:
+            tune.report(metrics)
+            return
+        try:
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(self.staged))
+        finally:
+            self._discard()
+
+    def _discard(self) -> None:
+        if self.staged is not None:
+            shutil.rmtree(self.staged, ignore_errors=True)
+            self.staged = None
+
+
+def read_checkpoint_state(checkpoint) -> dict[str, Any]:
+    """The `trial.json` of a Tune checkpoint on Tune's storage (local or a URI), without fetching the model."""
+    with checkpoint.filesystem.open_input_stream(f"{checkpoint.path}/{CHECKPOINT_STATE}") as stream:
+        return json.loads(stream.read())
+
+
+def tune_storage(settings: Settings) -> str:
+    """Where Tune keeps trial checkpoints: under the blob store when it is a URI (s3://…, shared by every node of
+    a cluster, so a trial retried on another node finds its checkpoint), else `<data_dir>/tune`."""
+    if "://" in settings.blob_root:
+        return f"{settings.blob_root.rstrip('/')}/tune"
+    return str(settings.data_dir / "tune")
 
 
 def _cached_feature_sets(
@@ -315,13 +404,13 @@ def _search(run, settings: Settings, catalog: Catalog, progress, started: float,
     if kept:
         words += f" ({len(kept)} kept from before the interruption)"
     progress("searching", 0.1, words, candidates=len(specs))
-    recorder = _TrialRecorder(run.id, catalog, specs, progress, started, budget, target, summary)
+    recorder = _TrialRecorder(run.id, catalog, specs, progress, started, budget, target, summary, deadline)
     recorder.trials.update({entry["trial_id"]: entry for entry in kept})
     if to_train:
         _tune(run, settings, catalog, data, policy, to_train, recorder, target, deadline)
     if catalog.call_sync(catalog_runs.run_stop_reason, run.id) == "cancelled":
         raise RunCancelled
-    winner = recorder.winner(target)
+    winner = recorder.winner(target) or recorder.adopt_best_checkpoint(blobs)
     if winner is None:
         raise InvalidInput(
             "No candidate finished training within the time budget. Give the model more time (time_budget_s) "
@@ -361,9 +450,17 @@ def _search(run, settings: Settings, catalog: Catalog, progress, started: float,
     )
     _expand_with_later_changes(run, catalog, settings, metrics["dataset_fingerprint"])
     seconds = time.time() - started
+    words = (
+        f"Version {version.version} is ready: {metrics['accuracy']:.1%} of the test pictures right "
+        f"({model.spec.title()}), found in {seconds:.0f} s."
+    )
+    if winner.get("from_checkpoint"):
+        words += (
+            f" No candidate finished within the time budget: this one was stopped at epoch {winner['last_epoch']} "
+            f"and its best epoch ({winner['epoch']}) was kept."
+        )
     return {
-        "summary": f"Version {version.version} is ready: {metrics['accuracy']:.1%} of the test pictures right "
-        f"({model.spec.title()}), found in {seconds:.0f} s.",
+        "summary": words,
         "version": version.version,
         "winner": {"spec": model.spec.to_dict(), "title": model.spec.title(), "trial_id": winner["trial_id"]},
         "dataset": summary.to_dict(),
@@ -432,6 +529,7 @@ def _tune(run, settings: Settings, catalog: Catalog, data: Prepared, policy, spe
     from ray.tune.schedulers import ASHAScheduler
 
     resources, concurrent = trial_resources(run.owner_id, settings)
+    recorder.stopper = _Stopper(run.id, catalog, deadline)
     tuner = tune.Tuner(
         tune.with_resources(
             tune.with_parameters(_trainable, data=data, settings_json=settings.model_dump_json(), run_id=run.id),
@@ -457,9 +555,10 @@ def _tune(run, settings: Settings, catalog: Catalog, data: Prepared, policy, spe
         ),
         run_config=tune.RunConfig(
             name=f"{run.id}-{int(time.time())}",  # a resumed run gets a fresh Tune experiment
-            storage_path=str(settings.data_dir / "tune"),
+            storage_path=tune_storage(settings),
             callbacks=[recorder],
-            stop=_Stopper(run.id, catalog, deadline),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),  # trials checkpoint only best epochs
+            stop=recorder.stopper,
             failure_config=tune.FailureConfig(max_failures=TRIAL_RETRIES, fail_fast=False),
             verbose=0,
         ),
@@ -612,11 +711,12 @@ class _TrialRecorder:
         from ray.tune import Callback
 
         class Recorder(Callback):
-            def __init__(self, run_id, catalog, specs, progress, started, budget, target, summary):
+            def __init__(self, run_id, catalog, specs, progress, started, budget, target, summary, deadline):
                 self.run_id, self.catalog, self.progress, self.summary = run_id, catalog, progress, summary
-                self.started, self.budget, self.target = started, budget, target
+                self.started, self.budget, self.target, self.deadline = started, budget, target, deadline
                 self.trials: dict[str, dict[str, Any]] = {}
                 self.total = len(specs)
+                self.stopper = None  # the search's stopper (`_Stopper`), set by `_tune`
 
             def _entry(self, trial) -> dict[str, Any]:
                 spec = CandidateSpec.from_dict(trial.config["candidate"])
@@ -634,11 +734,13 @@ class _TrialRecorder:
                 )
 
             def _save(self, trial, status: str, reason: str | None) -> None:
-                entry = self._entry(trial)
+                self._record(self._entry(trial), status, reason)
+
+            def _record(self, entry: dict[str, Any], status: str, reason: str | None) -> None:
                 self.catalog.call_sync(
                     catalog_runs.record_trial,
                     self.run_id,
-                    trial.trial_id,
+                    entry["trial_id"],
                     spec=entry["spec"].to_dict(),
                     status=status,
                     epochs=len(entry["history"]),
@@ -685,16 +787,66 @@ class _TrialRecorder:
                     target_reached=reached,
                 )
 
+            def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+                entry = self._entry(trial)
+                try:
+                    state = read_checkpoint_state(checkpoint)
+                except (OSError, ValueError):
+                    logger.warning("trial %s: unreadable checkpoint %s", trial.trial_id, checkpoint.path)
+                    return
+                entry["checkpoint"] = {"checkpoint": checkpoint, **state}
+
             def on_trial_complete(self, iteration, trials, trial, **info):
                 entry = self._entry(trial)
                 entry["done"] = True
-                reason = entry.get("final_reason") or "stopped early: others were clearly better"
-                self._save(trial, "finished" if entry["artifact"] else "stopped", _words(reason, self.target))
+                if entry.get("final_reason"):
+                    reason = entry["final_reason"]
+                elif time.time() > self.deadline or getattr(self.stopper, "out_of_time", False):
+                    reason = f"stopped by the time budget at epoch {self._last_epoch(entry)}"
+                else:
+                    reason = "stopped early: others were clearly better"
+                entry["stop_reason"] = _words(reason, self.target)
+                self._save(trial, "finished" if entry["artifact"] else "stopped", entry["stop_reason"])
 
             def on_trial_recover(self, iteration, trials, trial, **info):
                 entry = self._entry(trial)
-                entry["history"] = []  # it starts again from its first epoch, on the nodes left
-                self._save(trial, "running", "its machine was lost or it crashed; started again")
+                kept = entry.get("checkpoint")
+                if kept:  # it goes on from its checkpoint, on the nodes left
+                    entry["history"] = [p for p in entry["history"] if p.get("epoch", 0) <= kept["epoch"]]
+                    reason = f"its machine was lost or it crashed; continued from its epoch {kept['epoch']}"
+                else:
+                    entry["history"] = []  # no checkpoint yet: it starts again from its first epoch
+                    reason = "its machine was lost or it crashed; started again"
+                self._save(trial, "running", reason)
+
+            @staticmethod
+            def _last_epoch(entry) -> int:
+                return int(max((p.get("epoch", 0) for p in entry["history"]), default=0))
+
+            def adopt_best_checkpoint(self, blobs) -> dict[str, Any] | None:
+                """No trial finished: the best checkpointed epoch of any trial, stored as the trial's artifact
+                (the `save_trained` files its checkpoint holds), becomes the winner; None without checkpoints."""
+                kept = [e for e in self.trials.values() if e.get("checkpoint")]
+                if not kept:
+                    return None
+                pick = max(kept, key=lambda e: (e["checkpoint"]["val_accuracy"], -e["cost"]))
+                state = pick["checkpoint"]
+                prefix = f"artifacts/{self.run_id}/{pick['trial_id']}"
+                with state["checkpoint"].as_directory() as folder:
+                    copy_artifact(LocalBlobStore(folder), CHECKPOINT_MODEL, blobs, prefix)
+                last = max(self._last_epoch(pick), state["epoch"])
+                pick["artifact"], pick["best"] = prefix, state["val_accuracy"]
+                why = pick.get("stop_reason") or f"stopped by the time budget at epoch {last}"
+                reason = f"{why}; its best epoch ({state['epoch']}, {state['val_accuracy']:.1%} on validation) was kept"
+                self._record(pick, "finished", reason)
+                return {
+                    "trial_id": pick["trial_id"],
+                    "artifact": prefix,
+                    "val_accuracy": state["val_accuracy"],
+                    "from_checkpoint": True,
+                    "epoch": state["epoch"],
+                    "last_epoch": last,
+                }
 
             def on_trial_error(self, iteration, trials, trial, **info):
                 entry = self._entry(trial)
@@ -735,6 +887,7 @@ class _Stopper:
             def __init__(self):
                 self.checked = 0.0
                 self.stop = False
+                self.out_of_time = False  # it stopped the search at the deadline (the recorder words it so)
 
             def __call__(self, trial_id, result) -> bool:
                 return self.stop_all()
@@ -743,7 +896,8 @@ class _Stopper:
                 if time.time() - self.checked > 2:
                     self.checked = time.time()
                     reason = catalog.call_sync(catalog_runs.run_stop_reason, run_id)
-                    self.stop = reason == "cancelled" or time.time() > deadline + 30
+                    self.out_of_time = time.time() > deadline + 30
+                    self.stop = reason == "cancelled" or self.out_of_time
                 return self.stop
 
         return RunStopper()

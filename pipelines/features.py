@@ -20,7 +20,7 @@ from keras import layers
 from pipelines.backbones import BACKBONES, load_backbone
 from pipelines.candidates import CandidateSpec
 from pipelines.errors import InvalidInput
-from pipelines.heads import Head, HeadHistory, OnEpoch, fit_head
+from pipelines.heads import Head, HeadHistory, OnBest, OnEpoch, Resume, fit_head
 
 
 def image_input(image_size: int, channels: int, *, name: str = "image") -> keras.KerasTensor:
@@ -204,9 +204,11 @@ def head_from_features(
     on_epoch: OnEpoch | None = None,
     start: Head | None = None,
     patience: int | None = None,
+    resume: Resume | None = None,
+    on_best: OnBest | None = None,
 ) -> tuple[Head, HeadHistory]:
-    """Fit the head of a frozen-backbone candidate on (possibly cached) features (from `start`'s weights when
-    given: see `fit_head`)."""
+    """Fit the head of a frozen-backbone candidate on (possibly cached) features (from `start`'s weights, or
+    continuing `resume`, when given: see `fit_head`)."""
     mirror = "flip" in spec.augmentation
     if mirror and (train.mirrored is None or (val is not None and val.mirrored is None)):
         raise InvalidInput(f"'{spec.title()}' learns from mirrored pictures: compute the features with mirror=True.")
@@ -226,6 +228,8 @@ def head_from_features(
         on_epoch=on_epoch,
         patience=patience,
         start=start,
+        resume=resume,
+        on_best=on_best,
     )
 
 

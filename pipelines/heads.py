@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from pipelines.candidates import CandidateSpec
 
 OnEpoch = Callable[[int, dict[str, float]], bool]
+OnBest = Callable[[int, float, "Head"], None]
 
 _STD_FLOOR = 1e-6
 _ADAM_BETAS = (0.9, 0.999)
@@ -132,13 +133,20 @@ class HeadHistory:
     """What happened while fitting a head: one metrics row per epoch, the best epoch and why it stopped."""
 
     epochs: list[dict[str, float]] = field(default_factory=list)
-    best_epoch: int = 0
+    best_epoch: int = 0  # the epoch's number (an epoch of an earlier attempt when a resumed one never beat it)
     stopped_because: str = ""
     seconds: float = 0.0
+    best_val_accuracy: float = 0.0
 
-    @property
-    def best_val_accuracy(self) -> float:
-        return self.epochs[self.best_epoch - 1]["val_accuracy"] if self.epochs else 0.0
+
+@dataclass(frozen=True, eq=False)
+class Resume:
+    """Where an earlier attempt of the same training left off: its best head so far, the epochs it had run
+    and that head's validation accuracy (e.g. from a checkpoint of a trial whose machine was lost)."""
+
+    head: Head
+    epochs_done: int
+    val_accuracy: float
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -158,17 +166,22 @@ def fit_head(
     on_epoch: OnEpoch | None = None,
     patience: int | None = None,
     start: Head | None = None,
+    resume: Resume | None = None,
+    on_best: OnBest | None = None,
 ) -> tuple[Head, HeadHistory]:
     """Train the head `spec` describes with mini-batch Adam, keeping the epoch with the best val accuracy.
 
     `start` is an earlier head on the same features (a model update): training begins from its weights for
     the classes it knows (new classes begin at zero), so a few epochs reach what a cold start needs many for.
+    `resume` continues an interrupted fit on the same data: from its head, at the epoch after `epochs_done`
+    (the learning-rate schedule too), keeping its head unless a later epoch beats its validation accuracy.
 
     `spec.weight_decay` is the L2 strength on the standardized features; `spec.label_smoothing`,
     `spec.class_balanced` (each class weighs the same), `spec.dropout` (mlp) and a cosine learning-rate
     decay over `spec.max_epochs` apply. `on_epoch(epoch, metrics)` returning True stops training (a
     scheduler's early stop, or the target reached). Without validation data every epoch runs and the last
-    one is kept.
+    one is kept. `on_best(epoch, val_accuracy, head)` is called with that epoch's head at each epoch that is the best so
+    far, before `on_epoch` (e.g. to write a checkpoint).
     """
     x, y = _check_data(train_features, train_labels, "training")
     num_classes = len(class_names) if class_names is not None else int(y.max()) + 1
@@ -181,14 +194,19 @@ def fit_head(
         raise InvalidInput(f"Validation features have {vx.shape[1]} columns, training features {x.shape[1]}.")
     mean, std = x.mean(axis=0), np.maximum(x.std(axis=0), _STD_FLOOR)
     trainer = _Trainer(spec, x.shape[1], num_classes, (x - mean) / std, y)
+    if resume is not None:
+        start = resume.head
     if start is not None:
         trainer.begin_from(_unfolded_params(start, mean, std, names))
     vx = None if vx is None else (vx - mean) / std
     patience = patience if patience is not None else max(8, spec.max_epochs // 5)
     history = HeadHistory()
+    if resume is not None:
+        history.best_epoch, history.best_val_accuracy = resume.epochs_done, resume.val_accuracy
     best = trainer.params()
     started = time.perf_counter()
-    for epoch in range(1, spec.max_epochs + 1):
+    first = 1 + (resume.epochs_done if resume is not None else 0)
+    for epoch in range(first, spec.max_epochs + 1):
         epoch_started = time.perf_counter()
         loss, train_accuracy = trainer.run_epoch(epoch)
         metrics = {"epoch": float(epoch), "loss": loss, "train_accuracy": train_accuracy}
@@ -199,6 +217,9 @@ def fit_head(
         improved = vx is None or metrics["val_accuracy"] > history.best_val_accuracy or history.best_epoch == 0
         if improved:
             history.best_epoch, best = epoch, trainer.params()
+            history.best_val_accuracy = metrics.get("val_accuracy", 0.0)
+            if on_best is not None:
+                on_best(epoch, history.best_val_accuracy, _folded_head(best, mean, std, names))
         if on_epoch is not None and on_epoch(epoch, dict(metrics)):
             history.stopped_because = "asked to stop"
             break

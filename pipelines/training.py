@@ -1,7 +1,9 @@
 """Training one candidate: frozen backbone + numpy head, fine-tuned backbone top, or from-scratch CNN.
 
 `on_epoch(epoch, metrics) -> bool` reports every epoch and stops training when it returns True (a
-scheduler's early stop, the target reached, a cancel); the caller (a Tune trainable) decides. Fine-tuning
+scheduler's early stop, the target reached, a cancel); the caller (a Tune trainable) decides. `on_best(candidate)`
+sees the candidate at each epoch that is its best so far (to checkpoint it), and `start` continues an earlier
+attempt from such a checkpoint. Fine-tuning
 runs the frozen part of the backbone once and trains the top blocks on its cached activations: on a CPU
 that makes an epoch several times cheaper than passing every picture through the whole network again.
 """
@@ -30,9 +32,10 @@ from pipelines.features import (
     split_backbone,
     to_backbone_input,
 )
-from pipelines.heads import Head, fit_head
+from pipelines.heads import Head, Resume, fit_head
 
 OnEpoch = Callable[[int, dict[str, float]], bool]
+OnBest = Callable[["TrainedCandidate"], None]
 
 # The warm-start head of a fine-tune: fitted on frozen features first, so that fine-tuning starts from a
 # good classifier instead of pushing random gradients into the pretrained blocks.
@@ -103,6 +106,24 @@ class TrainedCandidate:
         return self.head.predict_proba(features)
 
 
+@dataclass(frozen=True, eq=False)
+class StartFrom:
+    """An earlier attempt's best epoch to continue from (a trial retried after its machine was lost): training
+    goes on at the epoch after `epochs_done`, learning-rate schedule included (optimizer moments start afresh),
+    and keeps these weights unless a later epoch beats `val_accuracy`."""
+
+    epochs_done: int
+    val_accuracy: float
+    head: Head | None = None  # a frozen-backbone candidate's head
+    weights: list[np.ndarray] | None = None  # the whole Keras model's weights (`model.get_weights()` order)
+
+    def __post_init__(self) -> None:
+        if (self.head is None) == (self.weights is None):
+            raise InvalidInput("Continue training from either a head or a Keras model's weights.")
+        if self.epochs_done < 1:
+            raise InvalidInput(f"Continue training after at least one epoch, not {self.epochs_done}.")
+
+
 def configure_threads(threads: int) -> None:
     """Match TensorFlow's thread pools to the CPUs a trial owns; call before any TF op of the process."""
     if threads < 1:
@@ -128,11 +149,17 @@ def train_candidate(
     threads: int | None = None,
     backbone_cache_dir: str | os.PathLike | None = None,
     features: tuple[FeatureSet, FeatureSet] | None = None,
+    on_best: OnBest | None = None,
+    start: StartFrom | None = None,
 ) -> TrainedCandidate:
     """Train one candidate on `data`, reporting each epoch to `on_epoch`.
 
     A frozen-backbone candidate given `features` (train, validation; e.g. from the feature cache) fits its
     head on them without running the backbone; the result then has no feature model (store its head).
+
+    `on_best(candidate)` is called, before `on_epoch`, at each epoch whose validation accuracy is the best so
+    far, with the candidate as it is then (`epochs_run` is that epoch; no feature model): its Keras model is the
+    live one being trained, so save it at once and keep no reference. `start` continues an earlier attempt.
     """
     if threads is not None:
         configure_threads(threads)
@@ -140,16 +167,32 @@ def train_candidate(
         raise InvalidInput(f"'{spec.title()}' needs backbone_cache_dir to load its pretrained weights.")
     keras.utils.set_random_seed(spec.seed)
     started = time.perf_counter()
+    if start is not None and (start.head is None) != (spec.kind != "frozen_head"):
+        raise InvalidInput(f"'{spec.title()}' cannot continue from a checkpoint of another kind of model.")
+    progress = _Progress(on_epoch, on_best, start)
     if spec.kind == "frozen_head" and features is not None:
-        trained = _head_on_features(spec, data.class_names, *features, on_epoch=on_epoch)
+        trained = _head_on_features(spec, data.class_names, *features, progress=progress)
     elif spec.kind == "frozen_head":
-        trained = _train_frozen_head(spec, data, on_epoch, backbone_cache_dir)
+        trained = _train_frozen_head(spec, data, progress, backbone_cache_dir)
     elif spec.kind == "finetune":
-        trained = _train_finetune(spec, data, on_epoch, backbone_cache_dir)
+        trained = _train_finetune(spec, data, progress, backbone_cache_dir)
     else:
-        trained = _train_scratch_cnn(spec, data, on_epoch)
+        trained = _train_scratch_cnn(spec, data, progress)
     trained.seconds = time.perf_counter() - started
     return trained
+
+
+@dataclass(frozen=True)
+class _Progress:
+    """What a training function reports to and where it starts (the arguments of `train_candidate`)."""
+
+    on_epoch: OnEpoch | None = None
+    on_best: OnBest | None = None
+    start: StartFrom | None = None
+
+    @property
+    def epochs_done(self) -> int:
+        return self.start.epochs_done if self.start is not None else 0
 
 
 def augmenter(augmentation: Sequence[str], seed: int) -> keras.Sequential | None:
@@ -196,16 +239,33 @@ def make_dataset(
 
 
 class EpochReporter(keras.callbacks.Callback):
-    """At each epoch end: metrics to `on_epoch` (True stops), best weights kept, stop after `patience`
-    epochs without a better validation accuracy. `val_accuracy`, when given, replaces Keras' own figure.
+    """At each epoch end: metrics to `on_epoch` (True stops), best weights kept (and `on_best(epoch, accuracy)`
+    called), stop after `patience` epochs without a better validation accuracy. `val_accuracy`, when given,
+    replaces Keras' own figure. With `start`, the weights the model has when training begins are the best so
+    far, from epoch `start.epochs_done` at `start.val_accuracy` (fit from `initial_epoch=start.epochs_done`).
     """
 
-    def __init__(self, on_epoch: OnEpoch | None, patience: int, val_accuracy: Callable[[], float] | None = None):
+    def __init__(
+        self,
+        on_epoch: OnEpoch | None,
+        patience: int,
+        val_accuracy: Callable[[], float] | None = None,
+        *,
+        on_best: Callable[[int, float], None] | None = None,
+        start: StartFrom | None = None,
+    ):
         super().__init__()
-        self.on_epoch, self.patience, self.val_accuracy = on_epoch, patience, val_accuracy
+        self.on_epoch, self.patience, self.val_accuracy, self.on_best = on_epoch, patience, val_accuracy, on_best
         self.rows: list[dict[str, float]] = []
         self.best_epoch, self.best_weights, self.stopped_because = 0, None, "reached the epoch limit"
+        self.best_val = 0.0
+        if start is not None:
+            self.best_epoch, self.best_val = start.epochs_done, start.val_accuracy
         self._started = time.perf_counter()
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        if self.best_epoch and self.best_weights is None:
+            self.best_weights = self.model.get_weights()  # the earlier attempt's best, until an epoch beats it
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._started = time.perf_counter()
@@ -221,8 +281,10 @@ class EpochReporter(keras.callbacks.Callback):
             "seconds": time.perf_counter() - self._started,
         }
         self.rows.append(metrics)
-        if self.best_epoch == 0 or val > self.rows[self.best_epoch - 1]["val_accuracy"]:
-            self.best_epoch, self.best_weights = epoch + 1, self.model.get_weights()
+        if self.best_epoch == 0 or val > self.best_val:
+            self.best_epoch, self.best_val, self.best_weights = epoch + 1, val, self.model.get_weights()
+            if self.on_best is not None:
+                self.on_best(epoch + 1, val)
         if self.on_epoch is not None and self.on_epoch(epoch + 1, dict(metrics)):
             self.stopped_because, self.model.stop_training = "asked to stop", True
         elif epoch + 1 - self.best_epoch >= self.patience:
@@ -233,11 +295,17 @@ class EpochReporter(keras.callbacks.Callback):
         """Put the best epoch's weights back; returns its validation accuracy."""
         if self.best_weights is not None:
             self.model.set_weights(self.best_weights)
-        return self.rows[self.best_epoch - 1]["val_accuracy"] if self.rows else 0.0
+        return self.best_val
+
+    @property
+    def last_epoch(self) -> int:
+        """The number of the last epoch trained (counting an earlier attempt's)."""
+        return int(self.rows[-1]["epoch"]) if self.rows else self.best_epoch
 
 
-def compile_for(spec: CandidateSpec, model: keras.Model, steps_per_epoch: int) -> None:
-    """AdamW with a one-epoch warm-up then cosine decay over the epoch budget; label-smoothed cross-entropy."""
+def compile_for(spec: CandidateSpec, model: keras.Model, steps_per_epoch: int, epochs_done: int = 0) -> None:
+    """AdamW with a one-epoch warm-up then cosine decay over the epoch budget; label-smoothed cross-entropy.
+    `epochs_done` (a resumed training) moves the schedule on to where those epochs had left it."""
     total = spec.max_epochs * steps_per_epoch
     warmup = min(steps_per_epoch, total // 4)
     schedule = keras.optimizers.schedules.CosineDecay(
@@ -251,6 +319,8 @@ def compile_for(spec: CandidateSpec, model: keras.Model, steps_per_epoch: int) -
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
         jit_compile=False,  # XLA on CPU is far slower here (BACKBONES.md)
     )
+    if epochs_done:
+        optimizer.iterations.assign(epochs_done * steps_per_epoch)
 
 
 def _patience(spec: CandidateSpec) -> int:
@@ -258,9 +328,11 @@ def _patience(spec: CandidateSpec) -> int:
     return max(4, spec.max_epochs // 2)
 
 
-def _train_scratch_cnn(spec: CandidateSpec, data: TrainingData, on_epoch: OnEpoch | None) -> TrainedCandidate:
+def _train_scratch_cnn(spec: CandidateSpec, data: TrainingData, progress: _Progress) -> TrainedCandidate:
     model = build_scratch_cnn(spec, data.image_shape, data.num_classes)
-    compile_for(spec, model, -(-len(data.train_labels) // spec.batch_size))
+    if progress.start is not None:
+        model.set_weights(progress.start.weights)
+    compile_for(spec, model, -(-len(data.train_labels) // spec.batch_size), progress.epochs_done)
     train = make_dataset(
         data.train_images,
         data.train_labels,
@@ -271,19 +343,49 @@ def _train_scratch_cnn(spec: CandidateSpec, data: TrainingData, on_epoch: OnEpoc
         seed=spec.seed,
     )
     val = make_dataset(data.val_images, data.val_labels, data.num_classes, batch_size=256, shuffle=False)
-    reporter = EpochReporter(on_epoch, _patience(spec))
-    model.fit(train, validation_data=val, epochs=spec.max_epochs, callbacks=[reporter], verbose=0, shuffle=False)
+    reporter = _reporter(spec, data, progress, model)
+    model.fit(
+        train,
+        validation_data=val,
+        epochs=spec.max_epochs,
+        initial_epoch=progress.epochs_done,
+        callbacks=[reporter],
+        verbose=0,
+        shuffle=False,
+    )
     return _result(spec, data, reporter, model=model)
 
 
+def _reporter(
+    spec: CandidateSpec,
+    data: TrainingData,
+    progress: _Progress,
+    model: keras.Model,
+    val_accuracy: Callable[[], float] | None = None,
+) -> EpochReporter:
+    """The epoch callback of a Keras candidate whose whole model (what gets stored) is `model`."""
+    on_best = None
+    if progress.on_best is not None:
+
+        def on_best(epoch: int, accuracy: float) -> None:
+            progress.on_best(_candidate(spec, data.class_names, epoch, accuracy, model=model))
+
+    return EpochReporter(progress.on_epoch, _patience(spec), val_accuracy, on_best=on_best, start=progress.start)
+
+
+def _candidate(spec: CandidateSpec, class_names, epoch: int, accuracy: float, **model) -> TrainedCandidate:
+    """The candidate at its best epoch so far, for `on_best`."""
+    return TrainedCandidate(spec, tuple(class_names), accuracy, epoch, 0.0, "best epoch so far", **model)
+
+
 def _train_frozen_head(
-    spec: CandidateSpec, data: TrainingData, on_epoch: OnEpoch | None, cache_dir: str | os.PathLike
+    spec: CandidateSpec, data: TrainingData, progress: _Progress, cache_dir: str | os.PathLike
 ) -> TrainedCandidate:
     extractor = FeatureExtractor.for_spec(spec, image_size=data.image_shape[0], cache_dir=cache_dir)
     mirror = "flip" in spec.augmentation
     train = FeatureSet.compute(extractor, data.train_images, data.train_labels, mirror=mirror)
     val = FeatureSet.compute(extractor, data.val_images, data.val_labels, mirror=mirror)
-    trained = _head_on_features(spec, data.class_names, train, val, on_epoch=on_epoch)
+    trained = _head_on_features(spec, data.class_names, train, val, progress=progress)
     trained.feature_model = extractor.model
     return trained
 
@@ -294,14 +396,24 @@ def _head_on_features(
     train: FeatureSet,
     val: FeatureSet,
     *,
-    on_epoch: OnEpoch | None,
+    progress: _Progress,
 ) -> TrainedCandidate:
-    head, history = head_from_features(spec, train, val, class_names, on_epoch=on_epoch)
+    start = progress.start
+    resume = None if start is None else Resume(start.head, start.epochs_done, start.val_accuracy)
+    on_best = None
+    if progress.on_best is not None:
+
+        def on_best(epoch: int, accuracy: float, head: Head) -> None:
+            progress.on_best(_candidate(spec, class_names, epoch, accuracy, head=head))
+
+    head, history = head_from_features(
+        spec, train, val, class_names, on_epoch=progress.on_epoch, resume=resume, on_best=on_best
+    )
     return TrainedCandidate(
         spec=spec,
         class_names=class_names,
         val_accuracy=history.best_val_accuracy,
-        epochs_run=len(history.epochs),
+        epochs_run=int(history.epochs[-1]["epoch"]) if history.epochs else progress.epochs_done,
         seconds=history.seconds,
         stopped_because=history.stopped_because,
         history=history.epochs,
@@ -310,7 +422,7 @@ def _head_on_features(
 
 
 def _train_finetune(
-    spec: CandidateSpec, data: TrainingData, on_epoch: OnEpoch | None, cache_dir: str | os.PathLike
+    spec: CandidateSpec, data: TrainingData, progress: _Progress, cache_dir: str | os.PathLike
 ) -> TrainedCandidate:
     """Cache the frozen part's activations once, warm-start a head on frozen features, then train the top
     blocks + head on the cached activations (mirrored copies as extra rows and test-time averaging with
@@ -330,29 +442,39 @@ def _train_finetune(
     activations = np.concatenate([view[0] for view in train_views])
     features = np.concatenate([view[1] for view in train_views]).astype(np.float32)
     labels = np.concatenate([data.train_labels] * len(train_views))
-    val_features = np.mean([view[1].astype(np.float32) for view in val_views], axis=0)
-    warm, _ = fit_head(
-        features, labels, val_features, data.val_labels, replace(spec, **_WARM_START), class_names=data.class_names
-    )
-
     for layer in top.layers:
         layer.trainable = not isinstance(layer, layers.BatchNormalization)
     dropout = layers.Dropout(spec.dropout, name="dropout")
     classifier = layers.Dense(data.num_classes, activation="softmax", name=CLASSIFIER_LAYER)
     cached = keras.Input(shape=activations.shape[1:], name="activations")
     trainer = keras.Model(cached, classifier(dropout(top(cached, training=False))))
-    classifier.set_weights([warm.weights, warm.bias])
-    compile_for(spec, trainer, -(-len(labels) // spec.batch_size))
+    # The stored model, built now: it shares its layers with the trainer, so it is what on_best saves.
+    model = _mirror_averaged(inputs, lambda view: classifier(dropout(backbone(view, training=False))), spec, mirror)
+    if progress.start is not None:
+        model.set_weights(progress.start.weights)
+    else:
+        val_features = np.mean([view[1].astype(np.float32) for view in val_views], axis=0)
+        warm, _ = fit_head(
+            features, labels, val_features, data.val_labels, replace(spec, **_WARM_START), class_names=data.class_names
+        )
+        classifier.set_weights([warm.weights, warm.bias])
+    compile_for(spec, trainer, -(-len(labels) // spec.batch_size), progress.epochs_done)
     predict = tf.function(lambda batch: trainer(batch, training=False), jit_compile=False)
 
     def val_accuracy() -> float:
         proba = np.mean([_batched(predict, view[0]) for view in val_views], axis=0)
         return float(np.mean(proba.argmax(axis=1) == data.val_labels))
 
-    reporter = EpochReporter(on_epoch, _patience(spec), val_accuracy)
+    reporter = _reporter(spec, data, progress, model, val_accuracy)
     train = make_dataset(activations, labels, data.num_classes, batch_size=spec.batch_size, shuffle=True)
-    trainer.fit(train, epochs=spec.max_epochs, callbacks=[reporter], verbose=0, shuffle=False)
-    model = _mirror_averaged(inputs, lambda view: classifier(dropout(backbone(view, training=False))), spec, mirror)
+    trainer.fit(
+        train,
+        epochs=spec.max_epochs,
+        initial_epoch=progress.epochs_done,
+        callbacks=[reporter],
+        verbose=0,
+        shuffle=False,
+    )
     return _result(spec, data, reporter, model=model)
 
 
@@ -382,7 +504,7 @@ def _result(
         spec=spec,
         class_names=data.class_names,
         val_accuracy=val_accuracy,
-        epochs_run=len(reporter.rows),
+        epochs_run=reporter.last_epoch,
         seconds=0.0,
         stopped_because=reporter.stopped_because,
         history=reporter.rows,

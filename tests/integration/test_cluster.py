@@ -79,13 +79,29 @@ class Probe:
 
 
 def probe_trial(config: dict) -> None:
-    """A stand-in for a training trial: `steps` reports, each saying where it runs (and a marker file)."""
-    from ray import tune
+    """A stand-in for a training trial: `steps` epochs, each reported with where it runs and checkpointed the way
+    training trials checkpoint (`TrialCheckpoints`: a stored model, here a tiny numpy head whose weights are
+    the step), then a marker file `<name>-<node>-<step>`. A retried trial continues after its checkpoint."""
+    import numpy as np
+
+    from cluster.training import TrialCheckpoints
+    from pipelines.candidates import CandidateSpec
+    from pipelines.heads import Head
+    from pipelines.images import PreprocessingPolicy
+    from pipelines.training import TrainedCandidate
 
     node = ray.get_runtime_context().get_node_id()
-    for step in range(config["steps"]):
-        Path(config["marks"], f"{config['name']}-{node}").touch()
-        tune.report({"step": step + 1, "node_id": node, "name": config["name"]})
+    checkpoints = TrialCheckpoints(PreprocessingPolicy(16, "gray", "stretch"), every_s=0)
+    start = checkpoints.restore()
+    resumed = {"resumed_from": start.epochs_done if start else 0}
+    if start is not None:
+        resumed["restored_weight"] = float(start.head.weights[0, 0])
+    spec = CandidateSpec(kind="frozen_head", color="gray", input_size=16, backbone="efficientnet_lite0")
+    for step in range(resumed["resumed_from"] + 1, config["steps"] + 1):
+        head = Head(np.full((2, 2), step, np.float32), np.zeros(2, np.float32), ("a", "b"))
+        checkpoints.stage(TrainedCandidate(spec, ("a", "b"), step / 100, step, 0.0, "", head=head))
+        checkpoints.report({"step": step, "node_id": node, "name": config["name"], **resumed})
+        Path(config["marks"], f"{config['name']}-{node}-{step}").touch()
         time.sleep(config["pause"])
 
 
@@ -93,9 +109,10 @@ def search(owner: str, names: list[str], tmp: Path, *, steps: int = 1, pause: fl
     """A Tune search with the platform's trial resources and failure policy for `owner`'s run."""
     from ray import tune
 
-    from cluster.training import TRIAL_RETRIES, trial_resources
+    from cluster.training import TRIAL_RETRIES, trial_resources, tune_storage
 
-    resources, concurrent = trial_resources(owner, Settings(data_dir=tmp))
+    settings = Settings(data_dir=tmp)
+    resources, concurrent = trial_resources(owner, settings)
     (tmp / "marks").mkdir(exist_ok=True)
     tuner = tune.Tuner(
         tune.with_resources(probe_trial, resources),
@@ -103,8 +120,9 @@ def search(owner: str, names: list[str], tmp: Path, *, steps: int = 1, pause: fl
         tune_config=tune.TuneConfig(max_concurrent_trials=concurrent, reuse_actors=True),
         run_config=tune.RunConfig(
             name=f"{owner}-{int(time.time() * 1000)}",
-            storage_path=str(tmp / "tune"),
+            storage_path=tune_storage(settings),
             failure_config=tune.FailureConfig(max_failures=TRIAL_RETRIES),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             verbose=0,
         ),
     )
@@ -154,15 +172,33 @@ def test_a_search_finishes_when_a_training_node_is_lost_midway(nodes: Nodes, tmp
     wait_until(lambda: ray.cluster_resources().get(TRAIN_RESOURCE) == 2, 30, "the second training node")
     outcome: dict = {}
     worker = threading.Thread(
-        target=lambda: outcome.setdefault("grid", search(BOB, ["t1", "t2"], tmp_path, steps=6, pause=0.5))
+        target=lambda: outcome.setdefault("grid", search(BOB, ["t1", "t2"], tmp_path, steps=8, pause=0.5))
     )
     worker.start()
     marks = tmp_path / "marks"
-    wait_until(lambda: marks.exists() and any(m.name.endswith(doomed) for m in marks.iterdir()), 90, "a trial there")
+
+    def done(node: str) -> dict[str, list[int]]:  # trial name -> the steps it finished on `node`
+        found: dict[str, list[int]] = {}
+        for name, where, step in (m.name.split("-") for m in marks.iterdir()) if marks.exists() else ():
+            if where == node:
+                found.setdefault(name, []).append(int(step))
+        return {name: sorted(steps) for name, steps in found.items()}
+
+    def two_steps_there() -> bool:  # its step-1 checkpoint is then on the storage and known to Tune
+        return any(max(steps) >= 2 for steps in done(doomed).values())
+
+    wait_until(two_steps_there, 120, "a trial two steps into its work there")
     nodes.cluster.remove_node(doomed_node, allow_graceful=False)
     worker.join(180)
 
     grid = outcome["grid"]
     assert not grid.errors
-    assert sorted(r.metrics["step"] for r in grid) == [6, 6]  # both trials trained to the end
-    assert {r.metrics["node_id"] for r in grid} == {nodes.train}  # the lost one started again on the node left
+    assert sorted(r.metrics["step"] for r in grid) == [8, 8]  # both trials trained to the end
+    assert {r.metrics["node_id"] for r in grid} == {nodes.train}  # the lost one went on on the node left
+    lost = next(iter(done(doomed)))
+    by_name = {r.metrics["name"]: r.metrics for r in grid}
+    # The lost trial continued from its checkpoint (its weights restored), not from its first step.
+    assert by_name[lost]["resumed_from"] >= 1
+    assert by_name[lost]["restored_weight"] == by_name[lost]["resumed_from"]
+    assert done(nodes.train)[lost] == list(range(by_name[lost]["resumed_from"] + 1, 9))
+    assert next(m for n, m in by_name.items() if n != lost)["resumed_from"] == 0

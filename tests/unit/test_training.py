@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +13,8 @@ from pipelines import training
 from pipelines.candidates import CandidateSpec
 from pipelines.cnn import build_scratch_cnn, split_features
 from pipelines.errors import InvalidInput
-from pipelines.features import FeatureExtractor, split_backbone
-from pipelines.training import TrainingData, train_candidate
+from pipelines.features import FeatureExtractor, FeatureSet, split_backbone
+from pipelines.training import StartFrom, TrainedCandidate, TrainingData, train_candidate
 
 CLASSES = ("bars", "columns", "dots")
 
@@ -187,3 +188,72 @@ def test_configure_threads_can_be_called_again() -> None:
     training.configure_threads(2)
     with pytest.raises(InvalidInput):
         training.configure_threads(0)
+
+
+def test_on_best_sees_each_best_epoch_and_start_continues_after_it() -> None:
+    data = dataset(16, 1)
+    spec = replace(CNN, max_epochs=4)
+    best: list[tuple[int, float, list[np.ndarray]]] = []
+    seen: list[float] = []
+
+    def on_best(candidate: TrainedCandidate) -> None:
+        best.append((candidate.epochs_run, candidate.val_accuracy, candidate.model.get_weights()))
+
+    def on_epoch(epoch: int, metrics: dict[str, float]) -> bool:
+        seen.append(metrics["val_accuracy"])
+        return epoch == 2  # stopped after two epochs, as a lost node would stop it
+
+    first = train_candidate(spec, data, on_epoch=on_epoch, on_best=on_best)
+
+    assert best[0][0] == 1 and [b[1] for b in best] == sorted({b[1] for b in best})  # rising accuracies
+    assert best[-1][1] == max(seen) == first.val_accuracy
+    epoch, accuracy, weights = best[-1]
+    epochs: list[int] = []
+
+    resumed = train_candidate(
+        spec,
+        data,
+        on_epoch=lambda e, metrics: epochs.append(e) or False,
+        start=StartFrom(epoch, accuracy, weights=weights),
+    )
+
+    assert epochs == list(range(epoch + 1, 5)) and resumed.epochs_run == 4
+    assert resumed.val_accuracy >= accuracy
+
+
+def test_a_start_at_the_last_epoch_gives_back_the_checkpointed_model() -> None:
+    data = dataset(16, 1)
+    trained = train_candidate(CNN, data)
+
+    again = train_candidate(CNN, data, start=StartFrom(2, 0.5, weights=trained.model.get_weights()))
+
+    assert again.epochs_run == 2 and again.val_accuracy == 0.5  # nothing trained: the start is the best
+    assert np.allclose(again.predict_proba(data.val_images), trained.predict_proba(data.val_images), atol=1e-6)
+
+
+def test_a_frozen_head_continues_from_its_checkpointed_head(cache_dir: Path) -> None:
+    rng = np.random.default_rng(3)
+    labels = np.repeat(np.arange(3), 20)
+    features = (rng.normal(size=(60, 8)) + labels[:, None] * 1.5).astype(np.float32)
+    spec = CandidateSpec(
+        kind="frozen_head", color="rgb", input_size=32, backbone="efficientnet_lite0", max_epochs=6,
+        learning_rate=0.01, batch_size=16,
+    )  # fmt: skip
+    sets = (FeatureSet(features[::2], labels[::2]), FeatureSet(features[1::2], labels[1::2]))
+    data = dataset(16, 3)
+    heads: list[TrainedCandidate] = []
+
+    train = partial(train_candidate, data=data, features=sets, backbone_cache_dir=cache_dir)
+
+    train(spec, on_best=heads.append, on_epoch=lambda e, m: e == 3)
+
+    kept = heads[-1]
+    assert kept.head is not None and kept.model is None and kept.epochs_run <= 3
+    epochs: list[int] = []
+    start = StartFrom(kept.epochs_run, kept.val_accuracy, head=kept.head)
+    resumed = train(spec, start=start, on_epoch=lambda e, m: epochs.append(e) or False)
+    assert epochs == list(range(kept.epochs_run + 1, 7)) and resumed.val_accuracy >= kept.val_accuracy
+    same = train(replace(spec, max_epochs=kept.epochs_run), start=start)
+    assert np.allclose(same.head.predict_proba(features), kept.head.predict_proba(features), atol=1e-5)
+    with pytest.raises(InvalidInput, match="another kind"):
+        train_candidate(CNN, data, start=start)
