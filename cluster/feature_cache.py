@@ -4,7 +4,8 @@ and every expansion of a model.
 
 A cache is a folder of chunk files under `features/<key>/` on the blob store. A chunk holds the sha256 of the
 pictures it covers, their features and the features of their mirror images (float16: half the bytes, and a
-head trained on them is as accurate as on float32). Chunks are only ever added, each written under a new
+head trained on them is as accurate as on float32; a CNN base's mirrored rows repeat its plain ones, see
+`_extract_batch`). Chunks are only ever added, each written under a new
 name in one put, so readers never see half a chunk and two runs filling the same cache at once only cost a
 duplicate row (the first row of a picture wins).
 """
@@ -46,6 +47,7 @@ MAX_EXTRACTORS = 4
 # Fewer missing pixels than this (pictures x side x side) are computed in the calling process, which is cheaper
 # than starting Ray tasks that each load the network: ~10,000 MNIST-sized pictures, ~200 at 224 px.
 INLINE_PIXELS = 8_000_000
+PASS_PIXELS = 32 * 224 * 224
 
 
 def feature_key(spec: CandidateSpec, policy: PreprocessingPolicy) -> str:
@@ -140,10 +142,23 @@ def _extractor(source: tuple, image_size: int, cache_dir: str):
     return extractor
 
 
+def pass_size(image_size: int) -> int:
+    """Pictures per forward pass: about PASS_PIXELS pixels (64 at 224 px, 512 for MNIST- or CIFAR-sized
+    pictures), as a pass costs ~the same fixed overhead whatever its size."""
+    return max(64, min(512, PASS_PIXELS // (image_size * image_size)))
+
+
 def _extract_batch(pictures: np.ndarray, source: tuple, image_size: int, cache_dir: str) -> tuple[np.ndarray, ...]:
-    """Features of a batch of prepared pictures and of their mirror images (a Ray task, or inline)."""
-    plain, mirrored = _extractor(source, image_size, cache_dir).extract_with_mirror(pictures)
-    return plain.astype(np.float16), mirrored.astype(np.float16)
+    """Features of a batch of prepared pictures and of their mirror images (a Ray task, or inline).
+
+    A stored CNN base's heads never learn from mirror images (the CNN saw its own augmentation while it was
+    trained), so its mirrored rows repeat the plain ones instead of costing a second pass.
+    """
+    extractor = _extractor(source, image_size, cache_dir)
+    batch = pass_size(image_size)
+    plain = extractor.extract(pictures, batch).astype(np.float16)
+    mirrored = plain if source[0] == "base" else extractor.extract(pictures, batch, mirrored=True).astype(np.float16)
+    return plain, mirrored
 
 
 def base_feature_key(base_key: str, base_bytes: bytes, policy: PreprocessingPolicy) -> str:

@@ -91,6 +91,32 @@ def test_features_are_computed_once_then_read_from_the_cache(
     np.testing.assert_array_equal(first.features, again.features[:3])
 
 
+def test_a_stored_cnn_base_is_run_once_per_picture_its_mirrored_rows_repeating_the_plain_ones(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    import keras
+
+    blobs = LocalBlobStore(tmp_path)
+    inputs = keras.Input((24, 24, 3), dtype="uint8")
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.Conv2D(4, 3, activation="relu")(x)
+    base = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
+    base.save(tmp_path / "base.keras")
+    blobs.put("artifacts/a/base.keras", (tmp_path / "base.keras").read_bytes())
+    images = np.concatenate([pictures(3), pictures(3, seed=1)[:, :, ::-1]])  # not mirror-symmetric
+    shas = [f"sha{i}" for i in range(6)]
+
+    cached = feature_cache.features_from_cache(
+        blobs, "base-k", ("base", str(tmp_path), "artifacts/a/base.keras"), POLICY, shas, images,
+        backbone_cache_dir=str(cache_dir),
+    )  # fmt: skip
+
+    expected = base.predict(images, verbose=0)
+    np.testing.assert_allclose(cached.features.astype(np.float32), expected, rtol=2e-3, atol=2e-3)
+    np.testing.assert_array_equal(cached.mirrored, cached.features)
+    assert feature_cache.pass_size(24) == 512 and feature_cache.pass_size(224) == 64
+
+
 def test_a_picture_count_mismatch_is_refused(tmp_path: Path, cache_dir: Path) -> None:
     with pytest.raises(InvalidInput, match="picture ids"):
         cached_features(LocalBlobStore(tmp_path), SPEC, POLICY, ["a"], pictures(2), backbone_cache_dir=str(cache_dir))
