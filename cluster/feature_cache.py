@@ -144,7 +144,7 @@ def _extractor(source: tuple, image_size: int, cache_dir: str):
 
 def pass_size(image_size: int) -> int:
     """Pictures per forward pass: about PASS_PIXELS pixels (64 at 224 px, 512 for MNIST- or CIFAR-sized
-    pictures), as a pass costs ~the same fixed overhead whatever its size."""
+    pictures): each pass pays a fixed overhead, so small pictures go in bigger passes."""
     return max(64, min(512, PASS_PIXELS // (image_size * image_size)))
 
 
