@@ -131,10 +131,6 @@ class FeatureExtractor:
                 out[start : start + batch_size] = result.numpy()
         return outs
 
-    def extract_with_mirror(self, images: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-        """Features of the pictures and of their mirror images (extra training rows; averaged at test time)."""
-        return self.extract(images, batch_size), self.extract(images, batch_size, mirrored=True)
-
     def _check(self, images: np.ndarray) -> np.ndarray:
         images = np.asarray(images)
         if images.dtype != np.uint8:

@@ -85,7 +85,7 @@ def test_features_are_computed_once_then_read_from_the_cache(
     assert computed == [3, 2]  # the second call computed only the two new pictures
     assert progress[0] == (0, 3) and progress[-1] == (3, 3)
     extractor = FeatureExtractor.for_spec(SPEC, image_size=24, cache_dir=cache_dir)
-    plain, mirrored = extractor.extract_with_mirror(images)
+    plain, mirrored = extractor.extract(images), extractor.extract(images, mirrored=True)
     np.testing.assert_allclose(again.features.astype(np.float32), plain, rtol=2e-3, atol=2e-3)
     np.testing.assert_allclose(again.mirrored.astype(np.float32), mirrored, rtol=2e-3, atol=2e-3)
     np.testing.assert_array_equal(first.features, again.features[:3])
