@@ -114,10 +114,10 @@ def password_hash() -> str:
     return bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode()
 
 
-def create_account(services: Services, username: str) -> Account:
+def create_account(services: Services, username: str, *, is_admin: bool = False) -> Account:
     """An account with a session token, made in the catalog directly: each HTTP request costs tens of
     milliseconds here, and registering and signing in over HTTP is what test_api_auth.py tests."""
-    user = services.catalog.call_sync(catalog_users.create_user, username, password_hash())
+    user = services.catalog.call_sync(catalog_users.create_user, username, password_hash(), is_admin=is_admin)
     secret, token_hash, hint = security.new_token("session")
     services.catalog.call_sync(
         catalog_users.create_token,

@@ -3,31 +3,15 @@ Ray part is tested on a real multi-node cluster in tests/integration/test_cluste
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from fastapi.testclient import TestClient
 
-from cluster import security
 from cluster.catalog import jobs as catalog_jobs
-from cluster.catalog import users as catalog_users
-from cluster.catalog.db import utcnow
 from cluster.services import Services
-from tests.component.conftest import Account, password_hash
+from tests.component.conftest import Account, create_account
 
 
 def admin_headers(services: Services) -> dict[str, str]:
-    user = services.catalog.call_sync(catalog_users.create_user, "root", password_hash(), is_admin=True)
-    secret, token_hash, hint = security.new_token("session")
-    services.catalog.call_sync(
-        catalog_users.create_token,
-        user.id,
-        name="session",
-        kind="session",
-        token_hash=token_hash,
-        hint=hint,
-        expires_at=utcnow() + timedelta(hours=1),
-    )
-    return {"Authorization": f"Bearer {secret}"}
+    return create_account(services, "root", is_admin=True).headers
 
 
 def test_only_administrators_see_the_cluster(client: TestClient, alice: Account) -> None:

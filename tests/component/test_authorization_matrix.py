@@ -39,7 +39,6 @@ from tests.component.conftest import (
     build_settings,
     create_account,
     create_model,
-    password_hash,
     running_services,
     stored_state,
 )
@@ -255,8 +254,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     with running_services(settings) as services, api_client(services, FakeClassifier()) as client:
         alice = create_account(services, "alice")
         bob = create_account(services, "bob")
-        root_user = services.catalog.call_sync(catalog_users.create_user, "root", password_hash(), is_admin=True)
-        root = Account(root_user.id, "root", _token(services, root_user.id)[0])
+        root = create_account(services, "root", is_admin=True)
         expired, _ = _token(services, alice.id, expires_in=timedelta(seconds=-1))
         revoked, record = _token(services, alice.id, "api")
         services.catalog.call_sync(catalog_users.revoke_token, alice.id, record.id)
