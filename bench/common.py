@@ -359,14 +359,18 @@ def pyplot() -> Any | None:
     return plt
 
 
-def save_figure(figure: Any, path: Path) -> None:
-    """Write a plot as PNG (the folder made if needed) and free it."""
+def save_figure(figure: Any, path: Path, *, layout_rect: tuple[float, float, float, float] | None = None) -> Path:
+    """Write a plot as PNG at the figure's own dpi (the folder made if needed, the file replaced whole so a
+    reader never sees half of it) and free it. `layout_rect` leaves room for a figure-wide legend."""
     import matplotlib.pyplot as plt
 
-    figure.tight_layout()
+    figure.tight_layout(rect=layout_rect)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
+    temp = path.with_name(path.name + ".tmp")
+    figure.savefig(temp, format="png")
     plt.close(figure)
+    os.replace(temp, path)
+    return path
 
 
 def run_smoke(name: str, work: Path, timeout_s: float, *extra: str) -> subprocess.CompletedProcess[str]:

@@ -38,6 +38,8 @@ from bench.common import (
     local_ray_processes,
     log,
     own_process,
+    pyplot,
+    save_figure,
     write_results,
 )
 from bench.datasets import DATASETS, BuiltZip, DatasetMissing
@@ -351,12 +353,8 @@ def _plot(
     built: dict[str, BuiltZip], plain: dict[str, PlainRun], runs: dict[str, ImportRun], path: Path
 ) -> Path | None:
     """Bars per dataset: classifly (stacked by phase) and plain-python, with the target as a dashed line."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     keys = list(built)
     figure, axes = plt.subplots(figsize=(2.6 + 2.2 * len(keys), 4.2), dpi=110)
@@ -394,10 +392,4 @@ def _plot(
     axes.set_ylabel("seconds (lower is better)")
     axes.set_title("Dataset zip import: upload to finished job")
     axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(path.name + ".tmp")
-    figure.savefig(temp, format="png")
-    plt.close(figure)
-    os.replace(temp, path)
-    return path
+    return save_figure(figure, path)

@@ -43,6 +43,8 @@ from bench.common import (
     local_ray_processes,
     log,
     own_process,
+    pyplot,
+    save_figure,
     write_results,
 )
 from bench.platform import Platform, check, new_user, start_platform
@@ -321,13 +323,9 @@ def collect(
 
 
 def plot(series: dict[str, Any], path: Path) -> bool:
-    try:
-        import matplotlib
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return False
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     points = series["points"]
     figure, axis = plt.subplots(figsize=(8, 3.5))
     axis.plot([p[0] for p in points], [p[1] for p in points], label="platform processes (summed RSS)")
@@ -336,10 +334,7 @@ def plot(series: dict[str, Any], path: Path) -> bool:
     axis.set_ylabel("MB")
     axis.set_title("Soak: resident memory of the platform under mixed traffic")
     axis.legend(loc="lower right")
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    save_figure(figure, path)
     return True
 
 

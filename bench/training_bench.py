@@ -48,6 +48,8 @@ from bench.common import (
     local_ray_processes,
     log,
     own_process,
+    pyplot,
+    save_figure,
     write_results,
 )
 from bench.datasets import ALL_DATASETS, BuiltZip, DatasetMissing
@@ -633,12 +635,8 @@ LABELS = {"classifly": "Classifly (best validation so far)", "automl": "AutoML p
 
 def plot_curves(curves: dict[str, dict[str, Any]], path: Path) -> Path | None:
     """Validation accuracy over time per dataset and system; a star at the end marks the test accuracy."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     if not curves:
         return None
@@ -672,10 +670,4 @@ def plot_curves(curves: dict[str, dict[str, Any]], path: Path) -> Path | None:
     handles, labels = axes_list[0][0].get_legend_handles_labels()
     if handles:
         figure.legend(handles, labels, fontsize=7, loc="lower center", ncol=3)
-    figure.tight_layout(rect=(0, 0.08, 1, 1))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(path.name + ".tmp")
-    figure.savefig(temp, format="png")
-    plt.close(figure)
-    os.replace(temp, path)
-    return path
+    return save_figure(figure, path, layout_rect=(0, 0.08, 1, 1))
