@@ -92,6 +92,7 @@ class ClassiflyRun:
     test_accuracy: float | None = None
     val_accuracy: float | None = None
     winner: str | None = None
+    step_seconds: dict[str, float] = field(default_factory=dict)  # the run's own account of where its time went
     trials: list[dict[str, Any]] = field(default_factory=list)
     curve: list[tuple[float, float]] = field(default_factory=list)  # (seconds, best validation accuracy)
     memory: MemorySampler | None = None
@@ -228,6 +229,7 @@ def _import_and_train(
         run.error = json.dumps(current.get("error") or current.get("progress"))[:500]
         return
     run.run_seconds = result.get("seconds")
+    run.step_seconds = dict(result.get("step_seconds") or {})
     run.winner = (result.get("winner") or {}).get("title")
     versions = check(http.get(f"/v1/models/{model['id']}/versions", headers=headers), 200, "versions")
     published = next((v for v in versions["data"] if v.get("version") == result.get("version")), None)
@@ -356,6 +358,7 @@ def collect(
         Result("classifly", f"{key}.platform_start_seconds", classifly.platform_start_seconds, "s"),
         Result("classifly", f"{key}.peak_memory_mb", classifly.peak_mb, "MB"),
     ]
+    results += [Result("classifly", f"{key}.step.{step}", value, "s") for step, value in classifly.step_seconds.items()]
     for label, peer in (("automl", automl), ("handwritten", handwritten)):
         system = _system_name(peer)
         results += [

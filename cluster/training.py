@@ -365,7 +365,22 @@ def run_training(run_id: str, settings: Settings) -> None:
         )
 
 
+class _StepClock:
+    """Seconds per step of a run (preparing, searching, testing, ...), kept in its result so a user (and the
+    training benchmark) can see where the time went."""
+
+    def __init__(self, started: float):
+        self.last = started
+        self.seconds: dict[str, float] = {}
+
+    def lap(self, step: str) -> None:
+        now = time.time()
+        self.seconds[step] = round(self.seconds.get(step, 0.0) + now - self.last, 2)
+        self.last = now
+
+
 def _search(run, settings: Settings, catalog: Catalog, progress, started: float, budget: float, target) -> dict:
+    clock = _StepClock(started)
     snapshot = catalog.call_sync(catalog_runs.run_snapshot, run.id)
     shape = catalog.call_sync(catalog_runs.run_shape, run.id)
     policy = choose_policy(DatasetShape.from_infos(shape))
@@ -394,6 +409,7 @@ def _search(run, settings: Settings, catalog: Catalog, progress, started: float,
         if w.get("spec") and w.get("dataset")
     ]
     specs = generate_candidates(summary, options=options, past_winners=winners)
+    clock.lap("preparing")
     if not specs:
         raise InvalidInput("No candidate model fits these settings. Allow more backbones or kinds of model.")
     # Trials stop in time to leave the evaluation and publishing inside the budget the user gave.
@@ -411,6 +427,7 @@ def _search(run, settings: Settings, catalog: Catalog, progress, started: float,
     if catalog.call_sync(catalog_runs.run_stop_reason, run.id) == "cancelled":
         raise RunCancelled
     winner = recorder.winner(target) or recorder.adopt_best_checkpoint(blobs)
+    clock.lap("searching")
     if winner is None:
         raise InvalidInput(
             "No candidate finished training within the time budget. Give the model more time (time_budget_s) "
@@ -421,7 +438,7 @@ def _search(run, settings: Settings, catalog: Catalog, progress, started: float,
     proba = model.predict_proba(data.test_images)
     metrics = evaluate(proba, data.test_labels, data.class_names, data.test_ids)
     metrics["val_accuracy"] = winner["val_accuracy"]
-    progress("evaluating", 0.96, "Looking for pictures that may be labelled wrong")
+    clock.lap("testing")
     own = None
     if model.head is not None:
         train, val = _cached_feature_sets(blobs, model.spec, policy, data, settings)
@@ -430,11 +447,14 @@ def _search(run, settings: Settings, catalog: Catalog, progress, started: float,
     else:
         ood = fit_max_probability(model.predict_proba(data.val_images)) if len(data.val_labels) else None
         if model.spec.kind == "scratch_cnn":
-            progress("evaluating", 0.95, "Preparing quick updates (features of every picture)")
+            progress("evaluating", 0.94, "Preparing quick updates (features of every picture)")
             own = _store_cnn_base(blobs, winner["artifact"], model, data, policy, settings)
     if ood is not None:
         add_ood(blobs, winner["artifact"], ood)
+    clock.lap("quick_updates")
+    progress("evaluating", 0.96, "Looking for pictures that may be labelled wrong")
     metrics["label_mistakes"] = label_mistakes(model, data, features=own)
+    clock.lap("label_check")
     metrics["dataset_fingerprint"] = fingerprint(snapshot)
     version = catalog.call_sync(
         catalog_runs.publish_version,
@@ -449,6 +469,7 @@ def _search(run, settings: Settings, catalog: Catalog, progress, started: float,
         metrics=metrics,
     )
     _expand_with_later_changes(run, catalog, settings, metrics["dataset_fingerprint"])
+    clock.lap("publishing")
     seconds = time.time() - started
     words = (
         f"Version {version.version} is ready: {metrics['accuracy']:.1%} of the test pictures right "
@@ -466,6 +487,7 @@ def _search(run, settings: Settings, catalog: Catalog, progress, started: float,
         "dataset": summary.to_dict(),
         "accuracy": metrics["accuracy"],
         "seconds": round(seconds, 1),
+        "step_seconds": clock.seconds,
         "leaderboard_size": len(specs),
         "reached_target": target is not None and metrics["accuracy"] >= target,
     }

@@ -219,6 +219,7 @@ class RunResult(ApiModel):
     accuracy: float | None = None
     reached_target: bool = False
     seconds: float | None = None
+    step_seconds: dict[str, float] = {}  # preparing, searching, testing, quick_updates, label_check, publishing
 
 
 class RunError(ApiModel):

@@ -34,6 +34,9 @@ def test_a_smoke_search_publishes_a_version_and_records_its_trials(platform, tra
     assert run["trials"], run
     assert all(trial["title"] and trial["stop_reason"] for trial in run["trials"])
     assert run["trials"][0]["history"], run["trials"][0]
+    steps = run["result"]["step_seconds"]  # where the time went, as the Train tab shows it
+    assert list(steps) == ["preparing", "searching", "testing", "quick_updates", "label_check", "publishing"]
+    assert sum(steps.values()) <= run["result"]["seconds"] + 0.1
 
     versions = platform.http.get(f"/v1/models/{model_id}/versions", headers=headers).json()
     assert versions["count"] == 1

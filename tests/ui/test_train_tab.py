@@ -157,7 +157,13 @@ def test_a_finished_training_shows_its_summary_candidates_and_past_trainings(mod
     finished = make_run(
         "succeeded",
         progress=DONE,
-        result={"summary": SUMMARY, "version": 1, "accuracy": 0.85, "reached_target": False},
+        result={
+            "summary": SUMMARY,
+            "version": 1,
+            "accuracy": 0.85,
+            "reached_target": False,
+            "step_seconds": {"preparing": 12.4, "searching": 220.0, "testing": 3.2, "label_check": 0.1},
+        },
         finished_at="2026-05-01T12:01:40Z",
     )
     model.returns("list_runs", [summary_only(finished)])
@@ -166,6 +172,10 @@ def test_a_finished_training_shows_its_summary_candidates_and_past_trainings(mod
 
     assert SUMMARY in [s.value for s in app.success]
     assert "It did not reach the goal of 90%. More pictures per class, or more time, usually help." in texts(app)
+    assert (
+        "Where the time went: reading the pictures 12 s · trying candidate models 3 min 40 s · "
+        "checking on the test pictures 3 s." in [c.value for c in app.caption]
+    )
     assert app.button(key="train.start")  # train again
     assert any(e.label == "The 2 candidate models of this training" for e in app.expander)
     assert len(charts(app)) == 1

@@ -135,6 +135,7 @@ def _classifly(accuracy: float, seconds: float) -> ClassiflyRun:
         val_target_seconds=seconds - 10,
         trials=[{"title": "Medium CNN", "epochs": 4, "best_val_accuracy": 0.995, "stop_reason": "reached"}],
         winner="Medium CNN",
+        step_seconds={"preparing": 8.0, "searching": 70.0, "testing": 2.5},
     )
 
 
@@ -160,6 +161,7 @@ def test_collect_flags_each_target_and_caps_the_automl_time_at_the_budget() -> N
     values = {(r.system, r.metric): r.value for r in results}
     assert values[("autokeras", "mnist.val_target_seconds")] == 90.0
     assert values[("handwritten-keras", "mnist.test_accuracy")] == 0.97
+    assert values[("classifly", "mnist.step.searching")] == 70.0
     assert any("Medium CNN" in note for note in notes)
 
 

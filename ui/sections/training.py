@@ -201,6 +201,39 @@ def progress_words(run: Run) -> str:
     return " · ".join(parts)
 
 
+STEP_WORDS = {
+    "preparing": "reading the pictures",
+    "searching": "trying candidate models",
+    "testing": "checking on the test pictures",
+    "quick_updates": "preparing quick updates",
+    "label_check": "looking for label mistakes",
+    "publishing": "publishing",
+}
+
+
+def time_words(step_seconds: dict[str, float]) -> str:
+    """'Where the time went: reading the pictures 12 s · trying candidate models 3 min 40 s · ...' (steps
+    under half a second left out)."""
+    parts = [
+        f"{STEP_WORDS.get(step, step.replace('_', ' '))} {short_duration(seconds)}"
+        for step, seconds in step_seconds.items()
+        if seconds >= 0.5
+    ]
+    return "Where the time went: " + " · ".join(parts) + "."
+
+
+def short_duration(seconds: float) -> str:
+    """12.4 -> '12 s', 220 -> '3 min 40 s', 3720 -> '1 h 2 min'."""
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    minutes, rest = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes} min {rest} s" if rest else f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"
+
+
 def render_outcome(token: str, run: Run) -> None:
     """How the last training ended: its summary, or why it stopped and a Resume button; then its candidates."""
     when = run.created_at.strftime("%Y-%m-%d %H:%M")
@@ -210,6 +243,8 @@ def render_outcome(token: str, run: Run) -> None:
         target = run.config.target_accuracy
         if result and target is not None and not result.reached_target:
             st.info(f"It did not reach the goal of {target:.0%}. More pictures per class, or more time, usually help.")
+        if result and result.step_seconds:
+            st.caption(time_words(result.step_seconds))
         st.caption("It answers requests from now on. The Evaluate tab shows how it does per class.")
     elif run.status in ("failed", "interrupted"):
         render_stopped(token, run, when)
