@@ -576,6 +576,9 @@ def run(ctx: Context) -> Path | None:
                     runs[system] = classifly_train(dataset, key, budget, target, work_dir)
                     done = runs[system]
                     log(f"  {done.status}: test accuracy {_percent(done.test_accuracy)} in {_secs(done.train_seconds)}")
+                    if done.step_seconds:
+                        steps = ", ".join(f"{step} {value:.0f} s" for step, value in done.step_seconds.items())
+                        log(f"  winner {done.winner}; {steps}")
                 else:
                     runs[system] = run_peer(system, dataset, key, budget, work_dir, ctx.cache_dir, quick)
                     done = runs[system]
