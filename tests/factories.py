@@ -211,3 +211,24 @@ def stripes_zip(per_class: int = 20, size: int = 16) -> bytes:
                 Image.fromarray(noisy).convert("RGB").save(data, "PNG")
                 archive.writestr(f"{label}/{i}.png", data.getvalue())
     return buffer.getvalue()
+
+
+def catalog_with_pictures(*users_names: str, classes: tuple[str, ...] = ("cat", "dog"), per_class: int = 10):
+    """An in-process catalog (`LocalCatalog`) with the users named (default "alice") and a model of the first one
+    holding `per_class` catalogued pictures per class (their bytes are nowhere: for catalog-only tests).
+    Returns (catalog, [user ids], model id)."""
+    from cluster.blobs import BlobRef
+    from cluster.catalog import images, models, users
+    from cluster.catalog.client import LocalCatalog
+    from cluster.catalog.images import NewImage
+
+    catalog = LocalCatalog()
+    ids = [catalog.call_sync(users.create_user, name, "hash").id for name in users_names or ("alice",)]
+    model_id = catalog.call_sync(models.create_model, ids[0], models.ModelSpec("pets")).id
+    offered = [
+        NewImage(label, f"{label}/{i}.png", 10, sha256=f"{label}-{i}".ljust(64, "0"), ref=BlobRef("packs/p", i, 10))
+        for label in classes
+        for i in range(per_class)
+    ]
+    catalog.call_sync(images.add_images, ids[0], model_id, offered, quota_bytes=10**9)
+    return catalog, ids, model_id

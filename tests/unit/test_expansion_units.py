@@ -4,26 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from cluster.blobs import BlobRef
-from cluster.catalog import images, jobs, models, runs, users
-from cluster.catalog.client import LocalCatalog
-from cluster.catalog.images import NewImage
+from cluster.catalog import jobs, runs
 from cluster.expansion import fingerprint, quality_guard
 from pipelines.errors import NotFound
+from tests.factories import catalog_with_pictures
 
 
 @pytest.fixture
 def setup():
-    catalog = LocalCatalog()
-    owner = catalog.call_sync(users.create_user, "alice", "hash").id
-    other = catalog.call_sync(users.create_user, "bob", "hash").id
-    model_id = catalog.call_sync(models.create_model, owner, models.ModelSpec("pets")).id
-    offered = [
-        NewImage(label, f"{label}/{i}.png", 10, sha256=f"{label}-{i}".ljust(64, "0"), ref=BlobRef("packs/p", i, 10))
-        for label in ("cat", "dog")
-        for i in range(10)
-    ]
-    catalog.call_sync(images.add_images, owner, model_id, offered, quota_bytes=10**9)
+    catalog, (owner, other), model_id = catalog_with_pictures("alice", "bob")
     return catalog, owner, other, model_id
 
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from cluster.artifacts import MANIFEST
-from cluster.blobs import BlobRef, LocalBlobStore
-from cluster.catalog import images, models, runs, users
-from cluster.catalog.client import LocalCatalog
-from cluster.catalog.images import NewImage
+from cluster.blobs import LocalBlobStore
+from cluster.catalog import runs
 from cluster.training import resumable_trials
 from pipelines.candidates import CandidateSpec, DatasetSummary
 from pipelines.images import PreprocessingPolicy
+from tests.factories import catalog_with_pictures
 
 SUMMARY = DatasetSummary(2, 40, 10, 20, PreprocessingPolicy(16, "gray", "stretch"))
 SPECS = [
@@ -36,16 +35,8 @@ def record(catalog, run_id, trial_id, spec, status, artifact=None):
 
 
 def test_finished_trials_with_stored_models_are_kept_and_the_rest_trained_again(tmp_path: Path) -> None:
-    catalog = LocalCatalog()
+    catalog, (owner,), model_id = catalog_with_pictures()
     blobs = LocalBlobStore(tmp_path)
-    owner = catalog.call_sync(users.create_user, "alice", "hash").id
-    model_id = catalog.call_sync(models.create_model, owner, models.ModelSpec("pets")).id
-    offered = [
-        NewImage(label, f"{label}/{i}.png", 10, sha256=f"{label}-{i}".ljust(64, "0"), ref=BlobRef("packs/p", i, 10))
-        for label in ("cat", "dog")
-        for i in range(10)
-    ]
-    catalog.call_sync(images.add_images, owner, model_id, offered, quota_bytes=10**9)
     run_id = catalog.call_sync(runs.create_run, owner, model_id, {}).id
     blobs.put(f"artifacts/{run_id}/a/{MANIFEST}", b"{}")
     record(catalog, run_id, "a", SPECS[0], "finished", artifact=f"artifacts/{run_id}/a")
@@ -63,15 +54,7 @@ def test_finished_trials_with_stored_models_are_kept_and_the_rest_trained_again(
 
 
 def test_a_fresh_run_trains_everything(tmp_path: Path) -> None:
-    catalog = LocalCatalog()
-    owner = catalog.call_sync(users.create_user, "bob", "hash").id
-    model_id = catalog.call_sync(models.create_model, owner, models.ModelSpec("pets")).id
-    offered = [
-        NewImage(label, f"{label}/{i}.png", 10, sha256=f"{label}{i}".ljust(64, "0"), ref=BlobRef("packs/p", i, 10))
-        for label in ("cat", "dog")
-        for i in range(10)
-    ]
-    catalog.call_sync(images.add_images, owner, model_id, offered, quota_bytes=10**9)
+    catalog, (owner,), model_id = catalog_with_pictures("bob")
     run_id = catalog.call_sync(runs.create_run, owner, model_id, {}).id
 
     kept, to_train = resumable_trials(catalog, run_id, SPECS, LocalBlobStore(tmp_path), SUMMARY)
