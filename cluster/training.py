@@ -174,10 +174,6 @@ def _trainable(config: dict[str, Any], data=None, settings_json: str = "", run_i
             return True
         return catalog.call_sync(catalog_runs.run_stop_reason, run_id) is not None
 
-    if not _first_epoch_fits(spec, config, catalog, run_id, deadline):
-        stopped = {"val_accuracy": 0.0, "final": 1.0, "epochs_run": 0, "stopped_because": "no time for an epoch"}
-        tune.report({**stopped, "node_id": node_id})
-        return
     blobs = open_blob_store(settings.blob_root)
     features = None
     if spec.kind == "frozen_head":
@@ -198,7 +194,6 @@ def _trainable(config: dict[str, Any], data=None, settings_json: str = "", run_i
         features=features,
         on_best=checkpoints.stage,
         start=start,
-        deadline=deadline,
     )
     prefix = f"artifacts/{run_id}/{tune.get_context().get_trial_id()}"
     save_trained(blobs, prefix, trained, policy)
@@ -212,36 +207,6 @@ def _trainable(config: dict[str, Any], data=None, settings_json: str = "", run_i
             "node_id": node_id,
         }
     )
-
-
-def _first_epoch_fits(spec: CandidateSpec, config: dict[str, Any], catalog: Catalog, run_id: str, deadline) -> bool:
-    """Whether a trial starting now is worth starting: False once another trial of the run has trained an
-    epoch (so the run has a candidate) and this one cannot end its first epoch before the deadline."""
-    left = deadline - time.time()
-    trials = catalog.call_sync(catalog_runs.list_trials, run_id)
-    if not any(trial.metrics.get("history") for trial in trials):
-        return True  # nothing trained yet: this trial may be the run's only candidate
-    if left <= 0:
-        return False
-    if spec.kind == "frozen_head" or "dataset" not in config:
-        return True  # a frozen backbone's features stop at the deadline themselves, and its head is quick
-    guess = predicted_epoch_seconds(spec, DatasetSummary.from_dict(config["dataset"]), trials)
-    return guess is None or guess <= left
-
-
-def predicted_epoch_seconds(spec: CandidateSpec, summary: DatasetSummary, trials) -> float | None:
-    """How long one epoch of `spec` should take, from the fastest epoch of each other trial of the same kind
-    in this run scaled by the cost model (`estimate_cost` per epoch); the most hopeful guess, or None before
-    any such epoch."""
-    per_epoch = estimate_cost(spec, summary) / spec.max_epochs
-    guesses = []
-    for trial in trials:
-        seconds = [row["seconds"] for row in trial.metrics.get("history", []) if row.get("seconds")]
-        other = CandidateSpec.from_dict(trial.spec)
-        if not seconds or other.kind != spec.kind or other.key() == spec.key():
-            continue
-        guesses.append(min(seconds) * per_epoch / (estimate_cost(other, summary) / other.max_epochs))
-    return min(guesses, default=None)
 
 
 class TrialCheckpoints:
@@ -458,7 +423,7 @@ def _search(run, settings: Settings, catalog: Catalog, progress, started: float,
     recorder = _TrialRecorder(run.id, catalog, specs, progress, started, budget, target, summary, deadline)
     recorder.trials.update({entry["trial_id"]: entry for entry in kept})
     if to_train:
-        _tune(run, settings, catalog, data, policy, to_train, recorder, target, deadline, summary)
+        _tune(run, settings, catalog, data, policy, to_train, recorder, target, deadline)
     if catalog.call_sync(catalog_runs.run_stop_reason, run.id) == "cancelled":
         raise RunCancelled
     winner = recorder.winner(target) or recorder.adopt_best_checkpoint(blobs)
@@ -580,9 +545,7 @@ def _expand_with_later_changes(run, catalog: Catalog, settings: Settings, traine
         ray.get(handle.submit_expansion.remote(job.id, run.model_id, settings.model_dump_json()))
 
 
-def _tune(
-    run, settings: Settings, catalog: Catalog, data: Prepared, policy, specs, recorder, target, deadline, summary
-) -> None:
+def _tune(run, settings: Settings, catalog: Catalog, data: Prepared, policy, specs, recorder, target, deadline) -> None:
     """Ray Tune over `specs`: ASHA on epochs, trials sized to the free CPUs, the recorder writing the leaderboard."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
@@ -599,7 +562,6 @@ def _tune(
             "policy": policy.to_dict(),
             "target_accuracy": target,
             "deadline": deadline,
-            "dataset": summary.to_dict(),
         },
         tune_config=tune.TuneConfig(
             scheduler=ASHAScheduler(
@@ -933,7 +895,6 @@ def _words(reason: str, target) -> str:
         "callback": "stopped: the search had its answer or ran out of time",
         "asked to stop": "stopped: the goal was reached, the time was up, or the run was cancelled",
         "time budget": "ran out of time before its picture features were ready",
-        "no time for an epoch": "skipped: too little of the time budget was left for one round of training",
     }
     return table.get(reason, reason)
 

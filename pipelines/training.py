@@ -10,7 +10,6 @@ that makes an epoch several times cheaper than passing every picture through the
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -152,12 +151,8 @@ def train_candidate(
     features: tuple[FeatureSet, FeatureSet] | None = None,
     on_best: OnBest | None = None,
     start: StartFrom | None = None,
-    deadline: float | None = None,
 ) -> TrainedCandidate:
     """Train one candidate on `data`, reporting each epoch to `on_epoch`.
-
-    `deadline` (a `time.time()` instant: the run's time budget) fits the learning-rate schedule of a CNN or a
-    fine-tune to the epochs that can still end before it (`FittedCosine`).
 
     A frozen-backbone candidate given `features` (train, validation; e.g. from the feature cache) fits its
     head on them without running the backbone; the result then has no feature model (store its head).
@@ -174,7 +169,7 @@ def train_candidate(
     started = time.perf_counter()
     if start is not None and (start.head is None) != (spec.kind != "frozen_head"):
         raise InvalidInput(f"'{spec.title()}' cannot continue from a checkpoint of another kind of model.")
-    progress = _Progress(on_epoch, on_best, start, deadline)
+    progress = _Progress(on_epoch, on_best, start)
     if spec.kind == "frozen_head" and features is not None:
         trained = _head_on_features(spec, data.class_names, *features, progress=progress)
     elif spec.kind == "frozen_head":
@@ -194,7 +189,6 @@ class _Progress:
     on_epoch: OnEpoch | None = None
     on_best: OnBest | None = None
     start: StartFrom | None = None
-    deadline: float | None = None
 
     @property
     def epochs_done(self) -> int:
@@ -251,8 +245,6 @@ class EpochReporter(keras.callbacks.Callback):
     far, from epoch `start.epochs_done` at `start.val_accuracy` (fit from `initial_epoch=start.epochs_done`).
     """
 
-    NO_STOP = "reached the epoch limit"  # its reason when nothing of its own stopped the training
-
     def __init__(
         self,
         on_epoch: OnEpoch | None,
@@ -265,7 +257,7 @@ class EpochReporter(keras.callbacks.Callback):
         super().__init__()
         self.on_epoch, self.patience, self.val_accuracy, self.on_best = on_epoch, patience, val_accuracy, on_best
         self.rows: list[dict[str, float]] = []
-        self.best_epoch, self.best_weights, self.stopped_because = 0, None, self.NO_STOP
+        self.best_epoch, self.best_weights, self.stopped_because = 0, None, "reached the epoch limit"
         self.best_val = 0.0
         if start is not None:
             self.best_epoch, self.best_val = start.epochs_done, start.val_accuracy
@@ -311,61 +303,15 @@ class EpochReporter(keras.callbacks.Callback):
         return int(self.rows[-1]["epoch"]) if self.rows else self.best_epoch
 
 
-class FittedCosine(keras.callbacks.Callback):
-    """The learning rate of a compiled candidate, set before every step: a linear warm-up over the first epoch,
-    then cosine decay to zero at the end of the planned epochs (Keras' CosineDecay with warm-up, step for step).
-
-    The plan starts at the spec's `max_epochs`. With a `deadline`, after each epoch it is cut (never raised) to
-    the epochs that can still end before the deadline at the fastest epoch seen so far, and training stops
-    when the plan is done: a time-limited training anneals by the time it has to stop, instead of being cut off
-    at a high learning rate (a schedule fitted to the budget, as in Li et al., "Budgeted Training", ICLR 2020).
-    Keeping the rate in the optimizer's plain variable also keeps saved models free of a custom schedule class.
-    """
-
-    def __init__(self, peak: float, steps_per_epoch: int, max_epochs: int, deadline: float | None = None):
-        super().__init__()
-        self.peak, self.steps_per_epoch, self.max_epochs = peak, max(1, steps_per_epoch), max_epochs
-        self.planned, self.deadline = max_epochs, deadline
-        self.warmup = min(self.steps_per_epoch, max_epochs * self.steps_per_epoch // 4)
-        self.fastest = math.inf
-        self.ended_plan = False  # it stopped the training at the last epoch that fits the deadline
-        self._step = 0
-        self._last_end = time.time()
-
-    def rate(self, step: int) -> float:
-        if step < self.warmup:
-            return self.peak * step / self.warmup
-        decay = max(1, self.planned * self.steps_per_epoch - self.warmup)
-        done = min(1.0, (step - self.warmup) / decay)
-        return 0.5 * self.peak * (1.0 + math.cos(math.pi * done))
-
-    def on_train_begin(self, logs: dict | None = None) -> None:
-        self._step = int(self.model.optimizer.iterations.numpy())
-        self._last_end = time.time()
-
-    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
-        self.model.optimizer.learning_rate.assign(self.rate(self._step))
-        self._step += 1
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        now = time.time()
-        self.fastest = min(self.fastest, now - self._last_end)
-        self._last_end = now
-        if self.deadline is None:
-            return
-        fits = epoch + 1 + int(max(0.0, self.deadline - now) // max(self.fastest, 1e-3))
-        self.planned = max(epoch + 1, min(self.planned, fits))
-        if epoch + 1 >= self.planned and self.planned < self.max_epochs:
-            self.model.stop_training = self.ended_plan = True  # the last epoch that fits, learning rate at zero
-
-
-def compile_for(
-    spec: CandidateSpec, model: keras.Model, steps_per_epoch: int, epochs_done: int = 0, deadline: float | None = None
-) -> FittedCosine:
-    """AdamW with a one-epoch warm-up then cosine decay over the epoch budget (the returned callback, which
-    `fit` must get, sets the rate); label-smoothed cross-entropy. `epochs_done` (a resumed training) moves the
-    schedule on to where those epochs had left it; `deadline` fits the schedule to the time left."""
-    optimizer = keras.optimizers.AdamW(learning_rate=0.0, weight_decay=spec.weight_decay)
+def compile_for(spec: CandidateSpec, model: keras.Model, steps_per_epoch: int, epochs_done: int = 0) -> None:
+    """AdamW with a one-epoch warm-up then cosine decay over the epoch budget; label-smoothed cross-entropy.
+    `epochs_done` (a resumed training) moves the schedule on to where those epochs had left it."""
+    total = spec.max_epochs * steps_per_epoch
+    warmup = min(steps_per_epoch, total // 4)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        0.0, decay_steps=max(1, total - warmup), warmup_target=spec.learning_rate, warmup_steps=warmup
+    )
+    optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=spec.weight_decay)
     optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
     model.compile(
         optimizer=optimizer,
@@ -375,7 +321,6 @@ def compile_for(
     )
     if epochs_done:
         optimizer.iterations.assign(epochs_done * steps_per_epoch)
-    return FittedCosine(spec.learning_rate, steps_per_epoch, spec.max_epochs, deadline)
 
 
 def _patience(spec: CandidateSpec) -> int:
@@ -387,9 +332,7 @@ def _train_scratch_cnn(spec: CandidateSpec, data: TrainingData, progress: _Progr
     model = build_scratch_cnn(spec, data.image_shape, data.num_classes)
     if progress.start is not None:
         model.set_weights(progress.start.weights)
-    schedule = compile_for(
-        spec, model, -(-len(data.train_labels) // spec.batch_size), progress.epochs_done, progress.deadline
-    )
+    compile_for(spec, model, -(-len(data.train_labels) // spec.batch_size), progress.epochs_done)
     train = make_dataset(
         data.train_images,
         data.train_labels,
@@ -406,11 +349,11 @@ def _train_scratch_cnn(spec: CandidateSpec, data: TrainingData, progress: _Progr
         validation_data=val,
         epochs=spec.max_epochs,
         initial_epoch=progress.epochs_done,
-        callbacks=[schedule, reporter],
+        callbacks=[reporter],
         verbose=0,
         shuffle=False,
     )
-    return _result(spec, data, reporter, model=model, schedule=schedule)
+    return _result(spec, data, reporter, model=model)
 
 
 def _reporter(
@@ -515,7 +458,7 @@ def _train_finetune(
             features, labels, val_features, data.val_labels, replace(spec, **_WARM_START), class_names=data.class_names
         )
         classifier.set_weights([warm.weights, warm.bias])
-    schedule = compile_for(spec, trainer, -(-len(labels) // spec.batch_size), progress.epochs_done, progress.deadline)
+    compile_for(spec, trainer, -(-len(labels) // spec.batch_size), progress.epochs_done)
     predict = tf.function(lambda batch: trainer(batch, training=False), jit_compile=False)
 
     def val_accuracy() -> float:
@@ -528,11 +471,11 @@ def _train_finetune(
         train,
         epochs=spec.max_epochs,
         initial_epoch=progress.epochs_done,
-        callbacks=[schedule, reporter],
+        callbacks=[reporter],
         verbose=0,
         shuffle=False,
     )
-    return _result(spec, data, reporter, model=model, schedule=schedule)
+    return _result(spec, data, reporter, model=model)
 
 
 def _mirror_averaged(inputs, probabilities, spec: CandidateSpec, mirror: bool) -> keras.Model:
@@ -554,24 +497,16 @@ def _batched(function, arrays: np.ndarray, batch_size: int = 256) -> np.ndarray:
 
 
 def _result(
-    spec: CandidateSpec,
-    data: TrainingData,
-    reporter: EpochReporter,
-    *,
-    model: keras.Model,
-    schedule: FittedCosine | None = None,
+    spec: CandidateSpec, data: TrainingData, reporter: EpochReporter, *, model: keras.Model
 ) -> TrainedCandidate:
     val_accuracy = reporter.restore_best()
-    stopped = reporter.stopped_because
-    if schedule is not None and schedule.ended_plan and stopped == EpochReporter.NO_STOP:
-        stopped = "trained for all the epochs that fit in the time budget"
     return TrainedCandidate(
         spec=spec,
         class_names=data.class_names,
         val_accuracy=val_accuracy,
         epochs_run=reporter.last_epoch,
         seconds=0.0,
-        stopped_because=stopped,
+        stopped_because=reporter.stopped_because,
         history=reporter.rows,
         model=model,
     )

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -259,48 +257,3 @@ def test_a_frozen_head_continues_from_its_checkpointed_head(cache_dir: Path) -> 
     assert np.allclose(same.head.predict_proba(features), kept.head.predict_proba(features), atol=1e-5)
     with pytest.raises(InvalidInput, match="another kind"):
         train_candidate(CNN, data, start=start)
-
-
-def test_the_schedule_is_keras_cosine_decay_with_warm_up_without_a_deadline() -> None:
-    import keras
-
-    steps, epochs, peak = 10, 6, 0.002
-    fitted = training.FittedCosine(peak, steps, epochs)
-    reference = keras.optimizers.schedules.CosineDecay(
-        0.0, decay_steps=epochs * steps - steps, warmup_target=peak, warmup_steps=steps
-    )
-
-    for step in (0, 1, 5, 10, 11, 30, 59, 60, 80):
-        assert fitted.rate(step) == pytest.approx(float(reference(step)), rel=1e-5, abs=1e-9), step
-
-
-def test_a_deadline_cuts_the_plan_to_the_epochs_that_still_fit(monkeypatch: pytest.MonkeyPatch) -> None:
-    clock = iter([0.0, 0.0, 10.0, 20.0, 30.0])
-    monkeypatch.setattr(training.time, "time", lambda: next(clock))
-    schedule = training.FittedCosine(0.01, 5, 40, deadline=35.0)
-    model = SimpleNamespace(stop_training=False, optimizer=SimpleNamespace(iterations=SimpleNamespace(numpy=lambda: 0)))
-    schedule.set_model(model)
-    schedule.on_train_begin()
-
-    schedule.on_epoch_end(0)  # 10 s an epoch, 25 s left: 2 more fit
-    assert (schedule.planned, model.stop_training) == (3, False)
-    schedule.on_epoch_end(1)
-    assert (schedule.planned, model.stop_training) == (3, False)
-    schedule.on_epoch_end(2)  # the third and last epoch that fits
-    assert (schedule.planned, model.stop_training) == (3, True)
-    assert schedule.rate(3 * 5) == pytest.approx(0.0, abs=1e-12)  # annealed when it stops
-    assert schedule.rate(2 * 5) > 0
-
-
-def test_training_with_a_deadline_stops_after_the_epochs_that_fit() -> None:
-    seen: list[int] = []
-
-    trained = train_candidate(
-        replace(CNN, max_epochs=40),
-        dataset(16, 1),
-        on_epoch=lambda epoch, metrics: seen.append(epoch) or False,
-        deadline=time.time() + 1e-3,  # no second epoch fits
-    )
-
-    assert seen == [1] and trained.epochs_run == 1
-    assert trained.stopped_because == "trained for all the epochs that fit in the time budget"
