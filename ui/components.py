@@ -98,6 +98,18 @@ def rough_duration(seconds: float) -> str:
     return f"about {hours} h {minutes:02d} min"
 
 
+def short_duration(seconds: float) -> str:
+    """12.4 -> '12 s', 220 -> '3 min 40 s', 3720 -> '1 h 2 min'."""
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    minutes, rest = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes} min {rest} s" if rest else f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"
+
+
 def percent(share: float | None) -> str:
     """0.9234 -> '92.3%'; None -> '–'."""
     return "–" if share is None else f"{share:.1%}"

@@ -11,7 +11,7 @@ from ui import api_client as api
 from ui import state
 from ui.api_client import ApiError
 from ui.api_types import Model, Run, TrainOptions
-from ui.components import human_duration, percent, rough_duration, show_problem, target_words
+from ui.components import human_duration, percent, rough_duration, short_duration, show_problem, target_words
 from ui.sections.candidates import render_candidates
 
 POLL_SECONDS = 2.0
@@ -220,18 +220,6 @@ def time_words(step_seconds: dict[str, float]) -> str:
         if seconds >= 0.5
     ]
     return "Where the time went: " + " · ".join(parts) + "."
-
-
-def short_duration(seconds: float) -> str:
-    """12.4 -> '12 s', 220 -> '3 min 40 s', 3720 -> '1 h 2 min'."""
-    whole = round(seconds)
-    if whole < 60:
-        return f"{whole} s"
-    minutes, rest = divmod(whole, 60)
-    if minutes < 60:
-        return f"{minutes} min {rest} s" if rest else f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min"
 
 
 def render_outcome(token: str, run: Run) -> None:
